@@ -1,0 +1,26 @@
+# The project's commands. Everything runs inside the environment made by `make setup`
+# (a venv, or a Debian 13 chroot on Debian 12 hosts; see README.md).
+SHELL := /bin/bash
+DEMO_DIR ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lock clean-env
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	bin/env python -m pytest -q tests $(PYTEST_ARGS)
+
+demo: setup
+	bin/cscnn data sample --out $(DEMO_DIR)/data --seed 1
+	bin/cscnn pipeline run --data $(DEMO_DIR)/data --output $(DEMO_DIR)/out
+
+# Re-resolves requirements.in into requirements.lock inside the environment.
+lock: setup
+	bin/env bash -c 'python -m venv /tmp/cscnn-lock && /tmp/cscnn-lock/bin/pip install -q -r requirements.in && \
+	  { sed -n 1,3p requirements.lock; /tmp/cscnn-lock/bin/pip freeze | grep -v -E "^(-e |pip==)"; } > requirements.lock.new && \
+	  mv requirements.lock.new requirements.lock && rm -rf /tmp/cscnn-lock'
+
+clean-env:
+	rm -rf .rootfs .rootfs.debootstrap.log .venv

@@ -1,0 +1,5 @@
+import sys
+
+from cscnn.cli import main
+
+sys.exit(main())

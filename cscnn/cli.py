@@ -1,0 +1,153 @@
+"""The `cscnn` command line (run it through `bin/cscnn`, which enters the environment).
+
+  cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--seed X]
+  cscnn pipeline run --data DIR --output OUT [--beam-arg ARG ...] [--train-steps N] ...
+  cscnn pipeline summary --output OUT [--json]
+  cscnn schema [--write | --check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+
+def _cmd_data_sample(args) -> int:
+  from cscnn.data.sample import SampleConfig, generate
+  try:
+    cfg = SampleConfig(impressions=args.impressions, ads=args.ads, categories=args.categories,
+                       users=args.users, image_size=args.image_size, seed=args.seed,
+                       visual_strength=args.visual_strength)
+  except ValueError as e:
+    print(f"cscnn data sample: {e}", file=sys.stderr)
+    return 2
+  generate(cfg, args.out)
+  return 0
+
+
+def _trainer_config(args):
+  model = {}
+  if args.learning_rate is not None:
+    model["learning_rate"] = args.learning_rate
+  if args.embedding_dim is not None:
+    model["embedding_dim"] = args.embedding_dim
+  return {"model": model, "batch_size": args.batch_size, "epochs": args.epochs, "seed": args.seed}
+
+
+def _cmd_pipeline_run(args) -> int:
+  from tfx_pipeline.input_check import InputDataError, check_impressions
+  if not args.skip_input_check:
+    try:
+      rows = check_impressions(args.data)
+    except InputDataError as e:
+      print(f"cscnn pipeline run: {e}", file=sys.stderr)
+      return 2
+    print(f"input check: {rows} impression rows OK", flush=True)
+  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.ERROR)
+  if not args.verbose:
+    import warnings
+    warnings.filterwarnings("ignore")
+  from tfx_pipeline import local_runner
+  from tfx_pipeline.summary import format_summary, run_summary
+  t0 = time.time()
+  print(f"running TFX pipeline (LocalDagRunner) on {args.data} -> {args.output}", flush=True)
+  try:
+    local_runner.run(args.data, args.output, beam_pipeline_args=args.beam_arg,
+                     train_steps=args.train_steps, eval_steps=args.eval_steps,
+                     trainer_config=_trainer_config(args), auc_floor=args.auc_floor,
+                     auc_tolerance=args.auc_tolerance)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1
+  summary = run_summary(args.output)
+  summary["wall_time_s"] = round(time.time() - t0, 1)
+  print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+  if not args.json:
+    print(f"wall time: {summary['wall_time_s']} s")
+  return 0
+
+
+def _cmd_pipeline_summary(args) -> int:
+  from tfx_pipeline.summary import format_summary, run_summary
+  try:
+    summary = run_summary(args.output)
+  except FileNotFoundError as e:
+    print(f"cscnn pipeline summary: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+  return 0
+
+
+def _cmd_schema(args) -> int:
+  from tfx_pipeline.schema import SCHEMA_PATH, schema_text, write_schema
+  if args.write:
+    print(f"wrote {write_schema()}")
+    return 0
+  if args.check:
+    with open(SCHEMA_PATH) as f:
+      same = f.read() == schema_text()
+    print("schema is up to date" if same else f"{SCHEMA_PATH} is stale: run `cscnn schema --write`")
+    return 0 if same else 1
+  print(schema_text(), end="")
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  from tfx_pipeline import configs
+  p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
+  sub = p.add_subparsers(dest="command", required=True)
+
+  data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
+  s = data.add_parser("sample", help="generate the synthetic sample data set (see cscnn/data/sample.py)")
+  s.add_argument("--out", required=True, help="output folder")
+  s.add_argument("--impressions", type=int, default=20000)
+  s.add_argument("--ads", type=int, default=300)
+  s.add_argument("--categories", type=int, default=6)
+  s.add_argument("--users", type=int, default=500)
+  s.add_argument("--image-size", type=int, default=32)
+  s.add_argument("--visual-strength", type=float, default=1.0,
+                 help="weight of the category-specific visual effect on the click logit")
+  s.add_argument("--seed", type=int, default=0)
+  s.set_defaults(func=_cmd_data_sample)
+
+  pipe = sub.add_parser("pipeline", help="the TFX pipeline").add_subparsers(dest="pipeline_command", required=True)
+  r = pipe.add_parser("run", help="run the TFX pipeline locally (LocalDagRunner, SQLite MLMD)")
+  r.add_argument("--data", required=True, help="folder with impressions/*.csv")
+  r.add_argument("--output", required=True, help="output folder: pipeline/, metadata.sqlite, serving/")
+  r.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
+                 help="Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_num_workers=2")
+  r.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS)
+  r.add_argument("--eval-steps", type=int, default=configs.EVAL_STEPS)
+  r.add_argument("--epochs", type=int, default=3)
+  r.add_argument("--batch-size", type=int, default=configs.TRAIN_BATCH_SIZE)
+  r.add_argument("--learning-rate", type=float, default=None)
+  r.add_argument("--embedding-dim", type=int, default=None, help="d_e (paper: 4)")
+  r.add_argument("--seed", type=int, default=0)
+  r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR)
+  r.add_argument("--auc-tolerance", type=float, default=configs.AUC_TOLERANCE)
+  r.add_argument("--skip-input-check", action="store_true", help="skip the CSV pre-flight check")
+  r.add_argument("--json", action="store_true", help="print the summary as JSON")
+  r.add_argument("-v", "--verbose", action="store_true", help="TFX/Beam INFO logs")
+  r.set_defaults(func=_cmd_pipeline_run)
+  sm = pipe.add_parser("summary", help="print the outcome of the latest run in OUTPUT")
+  sm.add_argument("--output", required=True)
+  sm.add_argument("--json", action="store_true")
+  sm.set_defaults(func=_cmd_pipeline_summary)
+
+  sc = sub.add_parser("schema", help="print, write or check the curated schema")
+  g = sc.add_mutually_exclusive_group()
+  g.add_argument("--write", action="store_true")
+  g.add_argument("--check", action="store_true")
+  sc.set_defaults(func=_cmd_schema)
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  return args.func(args)

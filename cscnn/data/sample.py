@@ -1,0 +1,217 @@
+"""Synthetic impression logs and an ad catalogue with real images, for demos and tests.
+
+The generating process (everything is drawn from one ``numpy.random.Generator(seed)``, so the
+same arguments give the same bytes):
+
+Catalogue
+  * ``K`` categories with ids ``1..K``. Each ad has a category (uniform), a brand (one of three
+    per category), 3 title words (two from its category's word pool, one generic), a
+    popularity weight ``~ Pareto(1.2)`` (so a long tail of rarely shown, *cold* ads exists),
+    and an image.
+  * The image (``S x S`` RGB PNG) is a textured grey background with one filled disc. Two
+    visual properties vary per ad, independently of everything else: the disc's **colour**
+    (one of red, green, blue, yellow) and its **position** (one of the four quadrants).
+
+Category-specific visual effect (what CSCNN exists to capture)
+  * Every category ``k`` has a preferred colour ``c*_k`` and a preferred quadrant ``q*_k``
+    (drawn once, so that neighbouring categories prefer different ones). An ad's visual effect
+    on the click logit is ``visual_strength * ([colour == c*_k] + [quadrant == q*_k] - 0.5)``.
+    The same disc that raises CTR in one category is neutral in another: only a model that
+    reads the image *together with* the category can use it. ``visual.json`` records the
+    preferences as ground truth.
+
+Users and context
+  * Users have a city (10), an age bucket (6) and an affinity ``a_uk ~ N(0, 1)`` for each
+    category. ``clicked_categories`` holds 3-5 categories drawn from ``softmax(a_u)``.
+  * Every impression has an intent category drawn from ``softmax(a_u)``; with probability 0.7
+    the ad shown is from that category (by popularity), otherwise any ad. ``query_words`` are
+    2-3 words from the intent category's pool.
+  * ``hour`` follows a day-shaped distribution, ``weekday`` is uniform. Each category has a peak
+    hour ``p_k`` and a weekend effect ``w_k ~ U(-0.4, 0.4)``.
+
+Click
+  ``logit = -1.6 + 0.8 a_u[k] + 0.6 [k == intent] + 0.5 cos(2 pi (hour - p_k) / 24)
+  + w_k [weekday >= 5] + brand_k + visual(ad) + N(0, 0.3)``, ``label ~ Bernoulli(sigmoid(logit))``.
+  So clicks depend on user-category interest, context, and category-specific visual properties.
+
+Files written under ``--out``
+  ``impressions/impressions.csv`` (header = ``features.RAW_COLUMNS``), ``ads/ads.csv``
+  (``ad_id,category_id,brand_id,title_words,image``), ``images/<ad_id>.png``,
+  ``visual.json`` (the generating parameters and the visual ground truth).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+from typing import Dict
+
+import numpy as np
+
+from tfx_pipeline import features as F
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
+QUADRANTS = ("top_left", "top_right", "bottom_left", "bottom_right")
+CITIES = 10
+AGE_BUCKETS = 6
+BRANDS_PER_CATEGORY = 3
+WORDS_PER_CATEGORY = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+  impressions: int = 20000
+  ads: int = 300
+  categories: int = 6
+  users: int = 500
+  image_size: int = 32
+  visual_strength: float = 1.0
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ("impressions", "ads", "categories", "users"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+    if self.image_size < 8:
+      raise ValueError(f"--image-size must be >= 8, got {self.image_size}")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+  e = np.exp(x - x.max(axis=-1, keepdims=True))
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def render_image(colour: str, quadrant: str, size: int, rng: np.random.Generator) -> np.ndarray:
+  """An S x S x 3 uint8 image: textured grey background, one disc of `colour` in `quadrant`."""
+  img = rng.normal(128, 18, size=(size, size, 1)).clip(0, 255) * np.ones((1, 1, 3))
+  qi = QUADRANTS.index(quadrant)
+  cy = size * (0.27 if qi < 2 else 0.73)
+  cx = size * (0.27 if qi % 2 == 0 else 0.73)
+  r = size * 0.2
+  yy, xx = np.mgrid[0:size, 0:size]
+  mask = (yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r
+  img[mask] = COLOURS[colour]
+  return img.round().astype(np.uint8)
+
+
+def encode_png(img: np.ndarray) -> bytes:
+  from PIL import Image  # imported lazily: the CLI's other commands do not need Pillow
+  buf = io.BytesIO()
+  Image.fromarray(img, mode="RGB").save(buf, format="PNG", optimize=False, compress_level=6)
+  return buf.getvalue()
+
+
+def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
+  """Writes the sample data set to `out_dir`; returns a summary dict."""
+  rng = np.random.default_rng(cfg.seed)
+  K, M, U, N, S = cfg.categories, cfg.ads, cfg.users, cfg.impressions, cfg.image_size
+  colours = list(COLOURS)
+
+  # Category-level parameters. Preferred colour / quadrant cycle through a random order so
+  # that categories differ as much as the 4 x 4 combinations allow.
+  colour_order = rng.permutation(len(colours))
+  quadrant_order = rng.permutation(len(QUADRANTS))
+  pref_colour = np.array([colour_order[k % len(colours)] for k in range(K)])
+  pref_quadrant = np.array([quadrant_order[(k + k // len(QUADRANTS)) % len(QUADRANTS)] for k in range(K)])
+  peak_hour = rng.uniform(0, 24, size=K)
+  weekend = rng.uniform(-0.4, 0.4, size=K)
+  brand_effect = rng.normal(0, 0.3, size=(K, BRANDS_PER_CATEGORY))
+  category_words = [[f"w{k + 1}_{j}" for j in range(WORDS_PER_CATEGORY)] for k in range(K)]
+  generic_words = [f"g{j}" for j in range(20)]
+
+  # Ads.
+  ad_cat = rng.integers(0, K, size=M)
+  ad_brand = rng.integers(0, BRANDS_PER_CATEGORY, size=M)
+  ad_colour = rng.integers(0, len(colours), size=M)
+  ad_quadrant = rng.integers(0, len(QUADRANTS), size=M)
+  ad_pop = rng.pareto(1.2, size=M) + 0.05
+  ad_visual = cfg.visual_strength * (
+      (ad_colour == pref_colour[ad_cat]).astype(float)
+      + (ad_quadrant == pref_quadrant[ad_cat]).astype(float) - 0.5)
+  ad_ids = [f"ad{i:05d}" for i in range(M)]
+  ad_titles = []
+  for i in range(M):
+    words = list(rng.choice(category_words[ad_cat[i]], size=2, replace=False))
+    words.append(str(rng.choice(generic_words)))
+    ad_titles.append(" ".join(words))
+
+  # Users.
+  user_city = rng.integers(0, CITIES, size=U)
+  user_age = rng.integers(0, AGE_BUCKETS, size=U)
+  affinity = rng.normal(0, 1, size=(U, K))
+  user_pref = _softmax(affinity)
+
+  # Impressions (vectorised).
+  u = rng.integers(0, U, size=N)
+  cum_pref = user_pref[u].cumsum(axis=1)
+  intent = np.minimum((rng.random(N)[:, None] > cum_pref).sum(axis=1), K - 1)
+  ads_of_cat = [np.flatnonzero(ad_cat == k) for k in range(K)]
+  all_p = ad_pop / ad_pop.sum()
+  from_intent = rng.random(N) < 0.7
+  ad = rng.choice(M, size=N, p=all_p)
+  for k in range(K):
+    idx = np.flatnonzero(from_intent & (intent == k))
+    if len(idx) and len(ads_of_cat[k]):
+      p = ad_pop[ads_of_cat[k]] / ad_pop[ads_of_cat[k]].sum()
+      ad[idx] = rng.choice(ads_of_cat[k], size=len(idx), p=p)
+  k_of = ad_cat[ad]
+  hour_p = _softmax(-((np.arange(24) - 15.0) ** 2) / 40.0 + 0.0)
+  hour = rng.choice(24, size=N, p=0.8 * hour_p + 0.2 / 24)
+  weekday = rng.integers(0, 7, size=N)
+  logit = (-1.6 + 0.8 * affinity[u, k_of] + 0.6 * (k_of == intent)
+           + 0.5 * np.cos(2 * np.pi * (hour - peak_hour[k_of]) / 24)
+           + weekend[k_of] * (weekday >= 5) + brand_effect[k_of, ad_brand[ad]]
+           + ad_visual[ad] + rng.normal(0, 0.3, size=N))
+  label = (rng.random(N) < 1 / (1 + np.exp(-logit))).astype(int)
+
+  os.makedirs(os.path.join(out_dir, "impressions"), exist_ok=True)
+  os.makedirs(os.path.join(out_dir, "ads"), exist_ok=True)
+  os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+
+  imp_path = os.path.join(out_dir, "impressions", "impressions.csv")
+  with open(imp_path, "w", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(F.RAW_COLUMNS)
+    for i in range(N):
+      n_q = 2 + int(rng.integers(0, 2))
+      query = " ".join(rng.choice(category_words[intent[i]], size=n_q, replace=False))
+      n_c = 3 + int(rng.integers(0, 3))
+      clicked = " ".join(str(c + 1) for c in
+                         np.minimum((rng.random(n_c)[:, None] > cum_pref[i]).sum(axis=1), K - 1))
+      row = {
+          F.LABEL_KEY: label[i], "user_id": f"u{u[i]:05d}", "user_city": f"city{user_city[u[i]]}",
+          "user_age": int(user_age[u[i]]), F.AD_KEY: ad_ids[ad[i]], F.CATEGORY_KEY: int(k_of[i] + 1),
+          "brand_id": f"b{k_of[i] + 1}_{ad_brand[ad[i]]}", "hour": int(hour[i]),
+          "weekday": int(weekday[i]), "query_words": query, "title_words": ad_titles[ad[i]],
+          "clicked_categories": clicked,
+      }
+      w.writerow([row[c] for c in F.RAW_COLUMNS])
+
+  with open(os.path.join(out_dir, "ads", "ads.csv"), "w", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow([F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image"])
+    for i in range(M):
+      img = render_image(colours[ad_colour[i]], QUADRANTS[ad_quadrant[i]], S, rng)
+      rel = f"images/{ad_ids[i]}.png"
+      with open(os.path.join(out_dir, rel), "wb") as g:
+        g.write(encode_png(img))
+      w.writerow([ad_ids[i], int(ad_cat[i] + 1), f"b{ad_cat[i] + 1}_{ad_brand[i]}", ad_titles[i], rel])
+
+  shown = np.bincount(ad, minlength=M)
+  summary = {
+      "config": dataclasses.asdict(cfg),
+      "impressions": N, "ads": M, "clicks": int(label.sum()), "ctr": round(float(label.mean()), 4),
+      "ads_shown": int((shown > 0).sum()), "cold_ads_lt5": int(((shown > 0) & (shown < 5)).sum()),
+      "visual_preferences": {
+          str(k + 1): {"colour": colours[pref_colour[k]], "quadrant": QUADRANTS[pref_quadrant[k]]}
+          for k in range(K)},
+  }
+  with open(os.path.join(out_dir, "visual.json"), "w") as f:
+    json.dump(summary, f, indent=1, sort_keys=True)
+    f.write("\n")
+  log(f"wrote {N} impressions ({summary['clicks']} clicks, CTR {summary['ctr']}) and {M} ads "
+      f"with {S}x{S} PNG images to {out_dir}")
+  return summary

@@ -1,0 +1,1 @@
+"""Keras layers and models of the CTR system (paper section 3)."""

@@ -1,0 +1,117 @@
+"""The paper's modified Deep & Cross Network (eq. 3-6), with the seam where x_v joins h1.
+
+    x_nv = [E_1 x_1, ..., E_n x_n]                 non-visual embedding (eq. 7), d_e each
+    h_1  = [x_v, ReLU-MLP(x_nv)]                   deep layer 1 (eq. 3), 1024 units (+ |x_v|)
+    h_2, h_3 = ReLU-MLP(h_1), ReLU-MLP(h_2)        512, 256 units (eq. 4)
+    z_{l+1} = z_0 z_l^T w_l + b_l + z_l            cross net on x_nv, 3 layers (eq. 5)
+    y_hat = sigmoid(ReLU-MLP[h_3, z_3])            output (eq. 6)
+
+Without a visual tower this is the "DCN" row of the paper's Table 8. A visual tower (the
+next stage: CSCNN) is a callable that receives the model's inputs and returns extra Keras
+inputs plus the visual vector x_v; ``build_ctr_model`` concatenates x_v into h_1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import keras
+
+from models.layers import CrossNet, PooledEmbedding
+from tfx_pipeline.features import MULTI, Feature, transformed_name
+
+OUTPUT_KEY = "ctr"
+
+# A visual tower: (model inputs) -> (extra inputs it needs, x_v).
+VisualTower = Callable[[Dict[str, keras.KerasTensor]], Tuple[Dict[str, keras.KerasTensor], keras.KerasTensor]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DCNConfig:
+  """Hyperparameters of the CTR model; defaults are the paper's."""
+
+  embedding_dim: int = 4                       # d_e
+  cross_layers: int = 3                        # eq. 5, l in {0, 1, 2}
+  deep_units: Tuple[int, ...] = (1024, 512, 256)  # eq. 3-4
+  output_units: Tuple[int, ...] = (128,)       # hidden ReLU layers of the output MLP (eq. 6)
+  learning_rate: float = 1e-3
+
+  def __post_init__(self):
+    if self.embedding_dim < 1:
+      raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+    if self.cross_layers < 1:
+      raise ValueError(f"cross_layers must be >= 1, got {self.cross_layers}")
+    if not self.deep_units or any(u < 1 for u in self.deep_units):
+      raise ValueError(f"deep_units must be positive, got {self.deep_units}")
+    if any(u < 1 for u in self.output_units):
+      raise ValueError(f"output_units must be positive, got {self.output_units}")
+    if not self.learning_rate > 0 and self.learning_rate != 0:
+      raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, object]) -> "DCNConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f"unknown model hyperparameters {sorted(unknown)}; known: {sorted(known)}")
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**d)
+
+
+def build_inputs(features: Sequence[Feature]) -> Dict[str, keras.KerasTensor]:
+  """Keras inputs for the transformed id of every feature (int64; [B] or [B, max_len])."""
+  return {transformed_name(f.name): keras.Input(shape=f.shape, dtype="int64", name=transformed_name(f.name))
+          for f in features}
+
+
+def build_embedding(inputs: Mapping[str, keras.KerasTensor], features: Sequence[Feature],
+                    id_space: Mapping[str, int], config: DCNConfig) -> keras.KerasTensor:
+  """x_nv: the concatenated d_e-dimensional embeddings of all features (eq. 7)."""
+  parts = []
+  for f in features:
+    dim = f.embedding_dim or config.embedding_dim
+    if f.name not in id_space:
+      raise ValueError(f"no id-space size for feature {f.name!r}")
+    x = inputs[transformed_name(f.name)]
+    if f.kind == MULTI:
+      parts.append(PooledEmbedding(id_space[f.name], dim, padding_id=f.padding_id,
+                                   name=f"emb_{f.name}")(x))
+    else:
+      parts.append(keras.layers.Embedding(id_space[f.name], dim, name=f"emb_{f.name}")(x))
+  return keras.layers.Concatenate(name="x_nv")(parts)
+
+
+def build_ctr_model(features: Sequence[Feature], id_space: Mapping[str, int],
+                    config: DCNConfig = DCNConfig(),
+                    visual_tower: Optional[VisualTower] = None) -> keras.Model:
+  """The CTR model of eq. 3-6: returns a Keras model from transformed ids to P(click).
+
+  Args:
+    features: the feature descriptions (``tfx_pipeline.features.FEATURES``).
+    id_space: per feature name, the number of distinct ids Transform can emit.
+    config: hyperparameters.
+    visual_tower: optional; builds x_v from the inputs (the seam of eq. 3).
+  """
+  inputs = build_inputs(features)
+  x_nv = build_embedding(inputs, features, id_space, config)
+
+  h = keras.layers.Dense(config.deep_units[0], activation="relu", name="deep_0")(x_nv)
+  if visual_tower is not None:
+    extra_inputs, x_v = visual_tower(inputs)
+    inputs = {**inputs, **extra_inputs}
+    h = keras.layers.Concatenate(name="h1")([x_v, h])          # eq. 3: h1 = [x_v, MLP(x_nv)]
+  for i, units in enumerate(config.deep_units[1:], start=1):
+    h = keras.layers.Dense(units, activation="relu", name=f"deep_{i}")(h)
+
+  z = CrossNet(config.cross_layers, name="cross_net")(x_nv)
+  o = keras.layers.Concatenate(name="deep_and_cross")([h, z])
+  for i, units in enumerate(config.output_units):
+    o = keras.layers.Dense(units, activation="relu", name=f"output_{i}")(o)
+  logit = keras.layers.Dense(1, name="logit")(o)
+  y = keras.layers.Activation("sigmoid", name=OUTPUT_KEY, dtype="float32")(logit)
+  model = keras.Model(inputs=inputs, outputs=y, name="dcn")
+  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss=keras.losses.BinaryCrossentropy(),
+                metrics=[keras.metrics.AUC(name="auc")])
+  return model

@@ -1,0 +1,138 @@
+"""Serializable Keras layers of the modified DCN (paper eq. 3-7)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="cscnn")
+class Cross(keras.layers.Layer):
+  """One DCN-v1 cross layer (paper eq. 5): z_{l+1} = z_0 (z_l^T w_l) + b_l + z_l.
+
+  ``w_l`` and ``b_l`` are vectors of the input width (a weight *vector* per layer, as in the
+  paper and the original DCN; TF Recommenders' ``Cross`` is DCN-v2 with a full matrix).
+
+  Call with ``(z0, zl)``, or with a single tensor for the first layer (z_l = z_0).
+  """
+
+  def __init__(self, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+               kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.bias_initializer = keras.initializers.get(bias_initializer)
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+  def build(self, input_shape):
+    z0_shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(
+        input_shape[0], (list, tuple)) else input_shape
+    dim = z0_shape[-1]
+    if dim is None:
+      raise ValueError("Cross needs a known last dimension")
+    self.kernel = self.add_weight(name="kernel", shape=(dim,), initializer=self.kernel_initializer,
+                                  regularizer=self.kernel_regularizer)
+    self.bias = self.add_weight(name="bias", shape=(dim,), initializer=self.bias_initializer)
+
+  def call(self, inputs):
+    if isinstance(inputs, (list, tuple)):
+      z0, zl = inputs
+    else:
+      z0 = zl = inputs
+    # z_l^T w_l is a scalar per example: (B, D) . (D,) -> (B, 1).
+    return z0 * ops.expand_dims(ops.sum(zl * self.kernel, axis=-1), -1) + self.bias + zl
+
+  def compute_output_shape(self, input_shape):
+    if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+      return tuple(input_shape[0])
+    return tuple(input_shape)
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+    }
+
+
+@keras.saving.register_keras_serializable(package="cscnn")
+class CrossNet(keras.layers.Layer):
+  """``num_layers`` stacked DCN-v1 cross layers on z_0 = x_nv (paper eq. 5, 3 layers)."""
+
+  def __init__(self, num_layers: int = 3, kernel_initializer="glorot_uniform",
+               bias_initializer="zeros", **kwargs):
+    super().__init__(**kwargs)
+    if not isinstance(num_layers, int) or num_layers < 1:
+      raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    self.num_layers = num_layers
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.bias_initializer = keras.initializers.get(bias_initializer)
+
+  def build(self, input_shape):
+    self.cross_layers = []
+    for i in range(self.num_layers):
+      layer = Cross(kernel_initializer=keras.initializers.get(
+                        keras.initializers.serialize(self.kernel_initializer)),
+                    bias_initializer=keras.initializers.get(
+                        keras.initializers.serialize(self.bias_initializer)),
+                    name=f"cross_{i}")
+      layer.build((input_shape, input_shape))
+      self.cross_layers.append(layer)
+
+  def call(self, z0):
+    z = z0
+    for layer in self.cross_layers:
+      z = layer((z0, z))
+    return z
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape)
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        "num_layers": self.num_layers,
+        "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+    }
+
+
+@keras.saving.register_keras_serializable(package="cscnn")
+class PooledEmbedding(keras.layers.Layer):
+  """Embedding of a multi-hot feature (paper eq. 7 with x_hot multi-hot): the mean of the
+  embeddings of its tokens. Id ``padding_id`` marks padding and is ignored; an impression with
+  no tokens gets the zero vector."""
+
+  def __init__(self, input_dim: int, output_dim: int, padding_id: int = 0,
+               embeddings_initializer="uniform", **kwargs):
+    super().__init__(**kwargs)
+    if input_dim < 1 or output_dim < 1:
+      raise ValueError(f"input_dim and output_dim must be >= 1, got {input_dim}, {output_dim}")
+    self.input_dim = input_dim
+    self.output_dim = output_dim
+    self.padding_id = padding_id
+    self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+  def build(self, input_shape):
+    self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
+                                      initializer=self.embeddings_initializer)
+
+  def call(self, ids):
+    ids = ops.cast(ids, "int32")
+    mask = ops.cast(ops.not_equal(ids, self.padding_id), self.compute_dtype)[..., None]
+    emb = ops.take(self.embeddings, ids, axis=0)
+    total = ops.sum(emb * mask, axis=-2)
+    count = ops.maximum(ops.sum(mask, axis=-2), 1.0)
+    return total / count
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape[:-1]) + (self.output_dim,)
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        "input_dim": self.input_dim,
+        "output_dim": self.output_dim,
+        "padding_id": self.padding_id,
+        "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+    }

@@ -1,0 +1,1 @@
+"""The TFX pipeline: features, configs, preprocessing, trainer, pipeline definition, runners."""

@@ -1,0 +1,57 @@
+"""Transform's preprocessing_fn, derived entirely from `features.FEATURES`.
+
+Contract with the trainer (see `id_space`): a categorical feature becomes an int64 id of shape
+[B]; a multi-valued feature an int64 [B, max_len] with 0 as padding. Unknown values map to OOV
+buckets (exact vocabularies) or to their hash bucket (hashed features): never an error.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from tfx_pipeline import features as F
+
+
+def _to_string(x: tf.Tensor) -> tf.Tensor:
+  return x if x.dtype == tf.string else tf.strings.as_string(x)
+
+
+def _dense_1d(x) -> tf.Tensor:
+  """Raw features are FixedLen([1]) in the curated schema: [B, 1] -> [B]."""
+  if isinstance(x, tf.SparseTensor):
+    x = tf.sparse.to_dense(x, default_value="" if x.dtype == tf.string else 0)
+  return tf.reshape(x, [-1])
+
+
+def _ids(f: F.Feature, tokens):
+  if f.uses_hashing:
+    return tf.strings.to_hash_bucket_fast(tokens, f.hash_buckets)
+  return tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=f.oov_buckets,
+                                          vocab_filename=f.vocab_name)
+
+
+def preprocessing_fn(inputs):
+  """tf.Transform callback: raw features -> model ids (and the label)."""
+  outputs = {}
+  for f in F.FEATURES:
+    x = _to_string(_dense_1d(inputs[f.name]))
+    if f.kind == F.MULTI:
+      tokens = tf.strings.split(x)                      # ragged [B, None]
+      ids = tf.ragged.map_flat_values(lambda t, f=f: _ids(f, t) + 1, tokens)   # 0 = padding
+      ids = ids.to_tensor(default_value=0, shape=[None, f.max_len])
+    else:
+      ids = _ids(f, x)
+    outputs[F.transformed_name(f.name)] = tf.cast(ids, tf.int64)
+  if F.LABEL_KEY in inputs:
+    outputs[F.transformed_name(F.LABEL_KEY)] = tf.cast(_dense_1d(inputs[F.LABEL_KEY]), tf.int64)
+  return outputs
+
+
+def id_space(feature: F.Feature, tf_transform_output: tft.TFTransformOutput) -> int:
+  """Number of distinct ids the transformed `feature` can take (the embedding's input_dim)."""
+  if feature.uses_hashing:
+    n = feature.hash_buckets
+  else:
+    n = tf_transform_output.vocabulary_size_by_name(feature.vocab_name) + feature.oov_buckets
+  return n + (1 if feature.kind == F.MULTI else 0)

@@ -1,0 +1,94 @@
+"""Reads a pipeline run's outcome back from MLMD and the Evaluator's output."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+from tfx_pipeline import features as F
+from tfx_pipeline.local_runner import paths
+
+
+def _store(metadata_path: str) -> mlmd.MetadataStore:
+  if not os.path.exists(metadata_path):
+    raise FileNotFoundError(f"no MLMD store at {metadata_path}: run `cscnn pipeline run` first")
+  cfg = metadata_store_pb2.ConnectionConfig()
+  cfg.sqlite.filename_uri = metadata_path
+  cfg.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  return mlmd.MetadataStore(cfg)
+
+
+def _latest(store, type_name):
+  artifacts = store.get_artifacts_by_type(type_name)
+  return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+
+def _metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
+  """{slice name: {metric: value}} for the candidate model."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
+  out: Dict[str, Dict[str, float]] = {}
+  for m in tfma.load_metrics(eval_uri):
+    parts = [f"{s.column}={s.int64_value or s.bytes_value.decode() or s.float_value}"
+             for s in m.slice_key.single_slice_keys]
+    name = ",".join(parts) or "overall"
+    for kv in m.metric_keys_and_values:
+      if kv.key.is_diff or kv.key.model_name == "baseline":
+        continue
+      if kv.value.HasField("double_value"):
+        out.setdefault(name, {})[kv.key.name] = kv.value.double_value.value
+  return out
+
+
+def run_summary(output_dir: str) -> Dict[str, Any]:
+  """Blessing, push destination and metrics of the latest run written to `output_dir`."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
+  p = paths(output_dir)
+  store = _store(p["metadata"])
+  summary: Dict[str, Any] = {"output": os.path.abspath(output_dir)}
+  evaluation = _latest(store, "ModelEvaluation")
+  blessing = _latest(store, "ModelBlessing")
+  pushed = _latest(store, "PushedModel")
+  if evaluation is not None:
+    summary["metrics"] = _metrics(evaluation.uri)
+    result = tfma.load_validation_result(evaluation.uri)
+    summary["validation_ok"] = bool(result.validation_ok)
+    failures: List[str] = []
+    for per_slice in result.metric_validations_per_slice:
+      for f in per_slice.failures:
+        failures.append(f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}"
+                        f" = {f.metric_value.double_value.value:.4f}: {f.message}")
+    summary["validation_failures"] = failures
+  if blessing is not None:
+    summary["blessed"] = bool(blessing.custom_properties["blessed"].int_value)
+  if pushed is not None:
+    summary["pushed"] = bool(pushed.custom_properties["pushed"].int_value)
+    if summary["pushed"]:
+      summary["pushed_to"] = pushed.custom_properties["pushed_destination"].string_value
+  return summary
+
+
+def format_summary(s: Dict[str, Any]) -> str:
+  lines = ["", "== pipeline run summary =="]
+  metrics = s.get("metrics", {})
+  overall = metrics.get("overall", {})
+  if overall:
+    lines.append(f"eval rows: {int(overall.get('example_count', 0))}   AUC overall: "
+                 f"{overall.get('auc', float('nan')):.4f}   mean label {overall.get('mean_label', 0):.4f}"
+                 f"   mean prediction {overall.get('mean_prediction', 0):.4f}")
+    cats = sorted((k for k in metrics if k.startswith(F.CATEGORY_KEY + "=")),
+                  key=lambda k: int(k.split("=")[1]) if k.split("=")[1].isdigit() else k)
+    for k in cats:
+      m = metrics[k]
+      lines.append(f"  {k:<16} rows {int(m.get('example_count', 0)):>6}   AUC {m.get('auc', float('nan')):.4f}")
+  blessed = s.get("blessed")
+  lines.append(f"blessed: {'yes' if blessed else 'NO'}")
+  for f in s.get("validation_failures", []):
+    lines.append(f"  failed: {f}")
+  if s.get("pushed"):
+    lines.append(f"pushed to: {s['pushed_to']}")
+  else:
+    lines.append("pushed: no (serving directory unchanged)")
+  return "\n".join(lines)
