@@ -1,0 +1,156 @@
+"""Sample data generator, curated schema and the CSV pre-flight check."""
+
+import csv
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cscnn.data.sample import COLOURS, QUADRANTS, SampleConfig, generate
+from tfx_pipeline import features as F
+from tfx_pipeline.input_check import InputDataError, check_impressions
+from tfx_pipeline.schema import SCHEMA_PATH, schema_text
+
+
+def _tree_digest(root):
+  h = hashlib.sha256()
+  for dirpath, _, files in sorted(os.walk(root)):
+    for name in sorted(files):
+      path = os.path.join(dirpath, name)
+      h.update(os.path.relpath(path, root).encode())
+      with open(path, "rb") as f:
+        h.update(f.read())
+  return h.hexdigest()
+
+
+def _quiet(*_):
+  pass
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+  out = tmp_path_factory.mktemp("sample")
+  summary = generate(SampleConfig(impressions=20000, ads=200, categories=4, seed=3), str(out), log=_quiet)
+  return out, summary
+
+
+def test_same_seed_same_bytes(tmp_path):
+  cfg = SampleConfig(impressions=300, ads=20, seed=7)
+  generate(cfg, str(tmp_path / "a"), log=_quiet)
+  generate(cfg, str(tmp_path / "b"), log=_quiet)
+  generate(SampleConfig(impressions=300, ads=20, seed=8), str(tmp_path / "c"), log=_quiet)
+  assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
+  assert _tree_digest(tmp_path / "a") != _tree_digest(tmp_path / "c")
+
+
+def test_files_and_images(sample):
+  out, summary = sample
+  with open(out / "impressions" / "impressions.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert tuple(rows[0].keys()) == F.RAW_COLUMNS
+  assert len(rows) == 20000
+  with open(out / "ads" / "ads.csv") as f:
+    ads = list(csv.DictReader(f))
+  assert len(ads) == 200
+  img = Image.open(out / ads[0]["image"])
+  assert img.format == "PNG" and img.size == (32, 32) and img.mode == "RGB"
+  assert summary["cold_ads_lt5"] > 0, "the popularity tail must leave cold ads"
+
+
+def _disc_attributes(path):
+  """Reads colour and quadrant back from the pixels (independently of the generator)."""
+  a = np.asarray(Image.open(path)).astype(int)
+  best = None
+  for name, rgb in COLOURS.items():
+    mask = (np.abs(a - np.array(rgb)).sum(-1) < 10)
+    if best is None or mask.sum() > best[1].sum():
+      best = (name, mask)
+  ys, xs = np.nonzero(best[1])
+  s = a.shape[0]
+  quadrant = ("top" if ys.mean() < s / 2 else "bottom") + "_" + ("left" if xs.mean() < s / 2 else "right")
+  return best[0], quadrant
+
+
+def test_clicks_depend_on_category_specific_visual_properties(sample):
+  """Within a category, ads with the category's preferred colour / quadrant (read from the
+  pixels) get a clearly higher CTR; the preference differs between categories."""
+  out, summary = sample
+  prefs = summary["visual_preferences"]
+  assert len({(p["colour"], p["quadrant"]) for p in prefs.values()}) == len(prefs)
+  attrs = {}
+  with open(out / "ads" / "ads.csv") as f:
+    for ad in csv.DictReader(f):
+      attrs[ad["ad_id"]] = _disc_attributes(out / ad["image"])
+  hits = {True: [0, 0], False: [0, 0]}
+  with open(out / "impressions" / "impressions.csv") as f:
+    for r in csv.DictReader(f):
+      colour, quadrant = attrs[r["ad_id"]]
+      p = prefs[r["category_id"]]
+      good = colour == p["colour"] and quadrant == p["quadrant"]
+      bad = colour != p["colour"] and quadrant != p["quadrant"]
+      if good or bad:
+        hits[good][0] += int(r["label"])
+        hits[good][1] += 1
+  ctr_good = hits[True][0] / hits[True][1]
+  ctr_bad = hits[False][0] / hits[False][1]
+  assert ctr_good > ctr_bad + 0.15, (ctr_good, ctr_bad)
+
+
+def test_sample_config_validation():
+  with pytest.raises(ValueError, match="--ads"):
+    SampleConfig(ads=0)
+
+
+def test_committed_schema_is_generated_from_features():
+  with open(SCHEMA_PATH) as f:
+    assert f.read() == schema_text(), "run `bin/cscnn schema --write`"
+
+
+def test_feature_description_validation():
+  with pytest.raises(ValueError, match="kind"):
+    F.Feature("x", "numeric", str)
+  with pytest.raises(ValueError, match="space-separated"):
+    F.Feature("x", F.MULTI, int)
+
+
+def _write(tmp_path, text):
+  d = tmp_path / "impressions"
+  d.mkdir(parents=True, exist_ok=True)
+  (d / "impressions.csv").write_text(text)
+  return str(tmp_path)
+
+
+def _good_row(**overrides):
+  row = {"label": "1", "user_id": "u1", "user_city": "c", "user_age": "2", "ad_id": "a",
+         "category_id": "1", "brand_id": "b", "hour": "3", "weekday": "1", "query_words": "q",
+         "title_words": "t", "clicked_categories": "1 2"}
+  row.update(overrides)
+  return ",".join(row[c] for c in F.RAW_COLUMNS)
+
+
+def test_input_check_accepts_good_rows(tmp_path):
+  root = _write(tmp_path, ",".join(F.RAW_COLUMNS) + "\n" + _good_row() + "\n" + _good_row(query_words="") + "\n")
+  assert check_impressions(root) == 2
+
+
+@pytest.mark.parametrize("row, expected", [
+    (_good_row(hour="noon"), r"impressions.csv:3: field 'hour' must be an integer, got 'noon'"),
+    (_good_row(label="2"), r"impressions.csv:3: field 'label' must be 0 or 1"),
+    (_good_row(ad_id=""), r"impressions.csv:3: field 'ad_id' is empty"),
+    (_good_row() + ",extra", r"impressions.csv:3: 13 fields, header has 12"),
+])
+def test_input_check_names_file_line_and_field(tmp_path, row, expected):
+  root = _write(tmp_path, ",".join(F.RAW_COLUMNS) + "\n" + _good_row() + "\n" + row + "\n")
+  with pytest.raises(InputDataError, match=expected):
+    check_impressions(root)
+
+
+def test_input_check_missing_column(tmp_path):
+  cols = [c for c in F.RAW_COLUMNS if c != "weekday"]
+  root = _write(tmp_path, ",".join(cols) + "\n")
+  with pytest.raises(InputDataError, match=r"missing required column\(s\) \['weekday'\]"):
+    check_impressions(root)

@@ -1,0 +1,81 @@
+"""Cross / CrossNet / PooledEmbedding against hand-computed numbers (paper eq. 5 and 7)."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from models.layers import Cross, CrossNet, PooledEmbedding
+
+
+def test_cross_layer_hand_computed():
+  # z0 = zl = [1, 2], w = [0.5, 0.5], b = [0.1, 0.1]:
+  # z0 (zl . w) + b + zl = [1, 2] * 1.5 + [0.1, 0.1] + [1, 2] = [2.6, 5.1]
+  layer = Cross(kernel_initializer=keras.initializers.Constant(0.5),
+                bias_initializer=keras.initializers.Constant(0.1))
+  out = layer(np.array([[1.0, 2.0]], dtype="float32"))
+  np.testing.assert_allclose(np.asarray(out), [[2.6, 5.1]], rtol=1e-6)
+
+
+def test_cross_layer_uses_z0_and_zl_separately():
+  # z0 = [1, 0], zl = [2, 3], w = [1, 1], b = 0: z0 * 5 + zl = [7, 3]
+  layer = Cross(kernel_initializer="ones")
+  out = layer((np.array([[1.0, 0.0]], "float32"), np.array([[2.0, 3.0]], "float32")))
+  np.testing.assert_allclose(np.asarray(out), [[7.0, 3.0]], rtol=1e-6)
+
+
+def test_cross_net_three_layers_hand_computed():
+  # w = 1, b = 0, z0 = [1, 1]:  z1 = z0*2 + z0 = [3, 3];  z2 = z0*6 + z1 = [9, 9];
+  # z3 = z0*18 + z2 = [27, 27]
+  net = CrossNet(3, kernel_initializer="ones")
+  out = net(np.ones((1, 2), "float32"))
+  np.testing.assert_allclose(np.asarray(out), [[27.0, 27.0]], rtol=1e-6)
+  assert len(net.cross_layers) == 3
+  # a weight vector (not a matrix) and a bias per layer, as in DCN-v1
+  assert [tuple(w.shape) for w in net.weights] == [(2,)] * 6
+
+
+def test_cross_net_matches_numpy_with_random_weights():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5, 7)).astype("float32")
+  net = CrossNet(3)
+  net(x)
+  ws = [rng.normal(size=7).astype("float32") for _ in range(6)]
+  net.set_weights(ws)
+  z = x
+  for l in range(3):
+    w, b = ws[2 * l], ws[2 * l + 1]
+    z = x * (z @ w)[:, None] + b + z
+  np.testing.assert_allclose(np.asarray(net(x)), z, rtol=1e-5, atol=1e-5)
+
+
+def test_cross_net_rejects_bad_arguments():
+  with pytest.raises(ValueError, match="num_layers"):
+    CrossNet(0)
+
+
+def test_pooled_embedding_mean_ignores_padding():
+  table = np.array([[9, 9], [1, 2], [3, 4], [5, 6]], "float32")  # row 0 = padding
+  layer = PooledEmbedding(4, 2, padding_id=0)
+  layer.build((None, 3))
+  layer.set_weights([table])
+  ids = np.array([[1, 2, 0], [3, 0, 0], [0, 0, 0]])
+  np.testing.assert_allclose(np.asarray(layer(ids)), [[2, 3], [5, 6], [0, 0]], rtol=1e-6)
+
+
+def test_layers_save_load_round_trip(tmp_path):
+  inp = keras.Input((4,))
+  ids = keras.Input((3,), dtype="int64")
+  z = CrossNet(2, name="cn")(inp)
+  e = PooledEmbedding(10, 4, name="pe")(ids)
+  out = keras.layers.Dense(1)(keras.layers.Concatenate()([z, e]))
+  model = keras.Model([inp, ids], out)
+  x = np.random.default_rng(1).normal(size=(6, 4)).astype("float32")
+  i = np.random.default_rng(2).integers(0, 10, size=(6, 3))
+  before = np.asarray(model([x, i]))
+  path = str(tmp_path / "m.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  np.testing.assert_array_equal(np.asarray(loaded([x, i])), before)
+  assert loaded.get_layer("cn").get_config()["num_layers"] == 2
+  assert loaded.get_layer("pe").get_config()["padding_id"] == 0

@@ -1,0 +1,146 @@
+"""The whole TFX pipeline on a tiny sample, run as a user runs it (`python -m cscnn ...`).
+
+Three runs share one output folder: a normal run (blessed, pushed), a crippled run
+(learning rate 0: NOT_BLESSED, serving directory unchanged), and a run on data that violates
+the schema (stopped by ExampleValidator + AnomaliesGate before training).
+"""
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--impressions", "6000", "--ads", "80", "--categories", "4", "--users", "200"]
+RUN = ["--train-steps", "45", "--eval-steps", "5", "--epochs", "3", "--auc-floor", "0.58"]
+
+
+def cscnn(*args, check=True):
+  proc = subprocess.run([sys.executable, "-m", "cscnn", *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=900)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"cscnn {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+  return proc
+
+
+def _serving_state(serving_root):
+  state = {}
+  for dirpath, _, files in os.walk(serving_root):
+    for name in files:
+      path = os.path.join(dirpath, name)
+      with open(path, "rb") as f:
+        state[os.path.relpath(path, serving_root)] = hashlib.sha256(f.read()).hexdigest()
+  return state
+
+
+def _mlmd_blessings(metadata_path):
+  import ml_metadata as mlmd
+  from ml_metadata.proto import metadata_store_pb2
+  cfg = metadata_store_pb2.ConnectionConfig()
+  cfg.sqlite.filename_uri = metadata_path
+  store = mlmd.MetadataStore(cfg)
+  return [a.custom_properties["blessed"].int_value
+          for a in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda a: a.id)]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  base = tmp_path_factory.mktemp("e2e")
+  data, out = str(base / "data"), str(base / "out")
+  cscnn("data", "sample", "--out", data, "--seed", "1", *TINY)
+  first = cscnn("pipeline", "run", "--data", data, "--output", out, *RUN,
+                "--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2")
+  summary = json.loads(cscnn("pipeline", "summary", "--output", out, "--json").stdout)
+  return {"data": data, "out": out, "first_stdout": first.stdout, "first": summary,
+          "serving": os.path.join(out, "serving", "cscnn_ctr")}
+
+
+def test_first_run_is_blessed_and_pushed_as_numeric_version(run_dir):
+  s = run_dir["first"]
+  assert s["blessed"] is True and s["pushed"] is True, s
+  versions = os.listdir(run_dir["serving"])
+  assert len(versions) == 1 and versions[0].isdigit()
+  assert os.path.isfile(os.path.join(run_dir["serving"], versions[0], "saved_model.pb"))
+  assert s["pushed_to"].rstrip("/") == os.path.join(run_dir["serving"], versions[0])
+  assert _mlmd_blessings(os.path.join(run_dir["out"], "metadata.sqlite")) == [1]
+  # metrics overall and per category
+  assert s["metrics"]["overall"]["auc"] > 0.58
+  assert {k for k in s["metrics"] if k.startswith("category_id=")} == {f"category_id={k}" for k in range(1, 5)}
+  assert "== pipeline run summary ==" in run_dir["first_stdout"]
+
+
+def test_saved_model_scores_in_a_fresh_process(run_dir):
+  """Both signatures load and agree in a new process; unknown ids go to OOV, not an error."""
+  version = os.listdir(run_dir["serving"])[0]
+  script = textwrap.dedent(f"""
+    import csv, json
+    import numpy as np, tensorflow as tf
+    from tfx_pipeline import features as F
+    m = tf.saved_model.load({os.path.join(run_dir['serving'], version)!r})
+    rows = list(csv.DictReader(open({os.path.join(run_dir['data'], 'impressions', 'impressions.csv')!r})))[:20]
+    rows[0]["ad_id"] = "never_seen_ad"; rows[0]["user_id"] = "never_seen_user"
+    def example(r):
+      feats = {{}}
+      for f in F.FEATURES:
+        if f.dtype is int:
+          feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(r[f.name])]))
+        else:
+          feats[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[r[f.name].encode()]))
+      return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    a = m.signatures["serving_default"](examples=tf.constant([example(r) for r in rows]))["ctr"].numpy()
+    raw = {{f.name: tf.constant([int(r[f.name]) if f.dtype is int else r[f.name] for r in rows],
+                               dtype=tf.int64 if f.dtype is int else tf.string) for f in F.FEATURES}}
+    b = m.signatures["serving_raw"](**raw)["ctr"].numpy()
+    print(json.dumps({{"a": a.ravel().tolist(), "b": b.ravel().tolist(),
+                      "inputs": sorted(m.signatures["serving_default"].structured_input_signature[1])}}))
+  """)
+  proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert got["inputs"] == ["examples"]
+  assert len(got["a"]) == 20 and all(0 < p < 1 for p in got["a"])
+  assert max(abs(x - y) for x, y in zip(got["a"], got["b"])) < 1e-6
+  assert len(set(round(p, 6) for p in got["a"])) > 5, "scores should differ between impressions"
+
+
+def test_crippled_trainer_is_not_blessed_and_serving_dir_unchanged(run_dir):
+  before = _serving_state(run_dir["serving"])
+  cscnn("pipeline", "run", "--data", run_dir["data"], "--output", run_dir["out"], *RUN,
+        "--learning-rate", "0")
+  s = json.loads(cscnn("pipeline", "summary", "--output", run_dir["out"], "--json").stdout)
+  assert s["blessed"] is False and s["pushed"] is False, s
+  assert s["validation_failures"], "the summary must say why the model was not blessed"
+  assert _serving_state(run_dir["serving"]) == before
+  assert _mlmd_blessings(os.path.join(run_dir["out"], "metadata.sqlite")) == [1, 0]
+
+
+def test_schema_anomalies_stop_the_pipeline_before_training(run_dir, tmp_path):
+  bad = tmp_path / "bad"
+  os.makedirs(bad / "impressions")
+  with open(os.path.join(run_dir["data"], "impressions", "impressions.csv")) as f:
+    rows = list(csv.reader(f))
+  hour = rows[0].index("hour")
+  for r in rows[1:200]:
+    r[hour] = "31"                                   # outside the schema's 0-23 domain
+  with open(bad / "impressions" / "impressions.csv", "w", newline="") as f:
+    csv.writer(f).writerows(rows)
+  out = tmp_path / "out"
+  proc = cscnn("pipeline", "run", "--data", str(bad), "--output", str(out), *RUN,
+               "--skip-input-check", check=False)
+  assert proc.returncode == 1
+  assert "anomalies" in proc.stderr and "'hour'" in proc.stderr, proc.stderr[-2000:]
+  assert not os.path.exists(out / "pipeline" / "Trainer"), "training must not start"
+  assert not os.path.exists(out / "serving")
+
+
+def test_bad_csv_is_rejected_with_file_line_and_field(tmp_path):
+  (tmp_path / "impressions").mkdir()
+  (tmp_path / "impressions" / "x.csv").write_text("label,user_id\n1,u1\n")
+  proc = cscnn("pipeline", "run", "--data", str(tmp_path), "--output", str(tmp_path / "o"), check=False)
+  assert proc.returncode == 2
+  assert "x.csv: missing required column(s)" in proc.stderr and "'ad_id'" in proc.stderr
