@@ -1,0 +1,73 @@
+"""Parameters and FLOPs of a visual tower (paper Table 2 and 3.3.4).
+
+FLOPs are counted as multiply-accumulates, as the paper's Table 2 does (plain ResNet18 at
+224x224: 1.82 G): conv and dense layers, plus each attention module's own work (pooling, the
+MLP, the 7x7 conv, the resize of the prior, the two element-wise products). Batch-norm, ReLU and
+pooling layers of the backbone are not counted (they fold into the convs or are negligible).
+Parameters are the learnable weights; batch-norm moving statistics are not counted (as in
+PyTorch, whose counts the paper uses).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import keras
+import numpy as np
+
+from models.attention import AttentionConfig, ConvAttention
+from models.backbones import BackboneConfig, attention_layers, build_visual_tower
+
+
+def _size(w) -> int:
+  return int(np.prod(w.shape))
+
+
+def count_params(layer) -> int:
+  return sum(_size(w) for w in layer.weights if "moving_" not in w.path)
+
+
+def count_flops(model: keras.Model) -> int:
+  total = 0
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      total += count_flops(layer)
+    elif isinstance(layer, keras.layers.Conv2D):
+      _, h, w, c_out = layer.output.shape
+      k_h, k_w, c_in, _ = layer.kernel.shape
+      total += h * w * k_h * k_w * c_in * c_out
+    elif isinstance(layer, keras.layers.Dense):
+      total += _size(layer.kernel)
+    elif isinstance(layer, ConvAttention):
+      features = layer.input[0]
+      total += layer.flops(tuple(features.shape[1:]))
+  return int(total)
+
+
+def module_params(layer: ConvAttention) -> Dict[str, int]:
+  spatial = count_params(layer.spatial_gate) if layer.spatial_gate is not None else 0
+  return {"channels": int(layer.input[0].shape[-1]), "channel": count_params(layer.channel),
+          "spatial": spatial}
+
+
+def paper_formula(channels: int, num_categories: int, channel_prior: int, spatial_prior: int,
+                  reduction: int = 4, kernel_size: int = 7) -> Dict[str, int]:
+  """Paper 3.3.4: CSCNN channel C*C/r + (C+C')*C/r + C'*|K|; spatial H'*W'*|K| + the 7x7 conv
+  (7*7*3 here: max, mean and the prior map in, one map out)."""
+  c, h = channels, channels // reduction
+  return {"channel": c * h + (c + channel_prior) * h + channel_prior * num_categories,
+          "spatial": spatial_prior * spatial_prior * num_categories + kernel_size ** 2 * 3}
+
+
+def cost_report(backbone: BackboneConfig, attention: AttentionConfig, num_categories: int) -> Dict:
+  tower = build_visual_tower(backbone, attention, num_categories)
+  modules: List[Dict[str, int]] = [module_params(l) for l in attention_layers(tower)]
+  return {
+      "backbone": backbone.name, "attention": attention.kind, "placement": backbone.placement,
+      "image_size": backbone.image_size, "categories": num_categories,
+      "channel_prior": attention.channel_prior, "spatial_prior": attention.spatial_prior,
+      "reduction": attention.reduction, "output_dim": backbone.output_dim,
+      "params": count_params(tower), "flops": count_flops(tower),
+      "attention_modules": len(modules), "attention_params": sum(m["channel"] + m["spatial"] for m in modules),
+      "modules": modules,
+  }

@@ -1,0 +1,128 @@
+"""The visual side of the CTR model: Table 8's variants, image de-duplication in a batch
+(paper 3.4.1), and the tower that plugs into the DCN's seam (x_v joins h1).
+
+Variants (paper Table 8): ``none`` (DCN without image), ``fixed`` (a CNN whose conv layers
+are frozen; only the projection to x_v learns), ``finetune`` (the CNN trained end to end),
+``cbam`` (+ CBAM attention), ``cscnn`` (+ category-specific attention). ``attention`` can
+override the variant's attention kind for the Table 5 baselines (se, se_prior, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from models.attention import AttentionConfig
+from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, BackboneConfig, build_visual_tower
+from tfx_pipeline import features as F
+
+VARIANTS = ("none", "fixed", "finetune", "cbam", "cscnn")
+IMAGE_KEY_INPUT = "image_key"   # int64 id unique per image (e.g. a fingerprint of ad_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class VisualConfig:
+  variant: str = "cscnn"
+  backbone: str = "light"
+  image_size: int = 32
+  output_dim: int = 150
+  placement: str = "per-conv"
+  attention_layers: Optional[int] = None   # L'
+  channel_prior: int = 20                  # C'
+  spatial_prior: int = 7                   # H' = W'
+  reduction: int = 4
+  attention: Optional[str] = None          # override of the variant's attention kind
+  dedup: bool = True
+
+  def __post_init__(self):
+    if self.variant not in VARIANTS:
+      raise ValueError(f"visual variant must be one of {VARIANTS}, got {self.variant!r}")
+    self.backbone_config()
+    self.attention_config()
+
+  @property
+  def enabled(self) -> bool:
+    return self.variant != "none"
+
+  def attention_config(self) -> AttentionConfig:
+    kind = self.attention or {"fixed": "none", "finetune": "none", "none": "none"}.get(
+        self.variant, self.variant)
+    return AttentionConfig(kind, self.channel_prior, self.spatial_prior, self.reduction)
+
+  def backbone_config(self) -> BackboneConfig:
+    return BackboneConfig(self.backbone, self.image_size, self.output_dim, self.placement,
+                          self.attention_layers, freeze=self.variant == "fixed")
+
+  @classmethod
+  def from_dict(cls, d) -> "VisualConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f"unknown visual hyperparameters {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**d)
+
+
+@keras.saving.register_keras_serializable(package="cscnn")
+class DedupApply(keras.layers.Layer):
+  """Runs ``tower`` once per unique ``key`` in the batch and gathers its output back to every
+  row (paper 3.4.1: the CNN embeds each ad image once per batch; impressions of the same ad
+  share the result). Gradients equal those without de-duplication (gather's gradient sums the
+  contributions of duplicate rows), except that batch-norm statistics in training mode are
+  taken over the unique images.
+
+  Call with ``{"image": (B,S,S,3), "category": (B,), "key": (B,) int64}``.
+  """
+
+  def __init__(self, tower: keras.Model, enabled: bool = True, **kwargs):
+    super().__init__(**kwargs)
+    self.tower = tower
+    self.enabled = enabled
+
+  def call(self, inputs, training=None):
+    image, category = inputs[IMAGE_INPUT], inputs[CATEGORY_INPUT]
+    if not self.enabled:
+      return self.tower({IMAGE_INPUT: image, CATEGORY_INPUT: category}, training=training)
+    key = tf.reshape(inputs["key"], [-1])
+    unique, index = tf.unique(key)
+    first = tf.math.unsorted_segment_min(tf.range(tf.shape(key)[0]), index, tf.shape(unique)[0])
+    out = self.tower({IMAGE_INPUT: tf.gather(image, first),
+                      CATEGORY_INPUT: tf.gather(category, first)}, training=training)
+    return tf.gather(out, index)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[IMAGE_INPUT][0], self.tower.output.shape[-1])
+
+  def get_config(self):
+    return {**super().get_config(), "tower": keras.saving.serialize_keras_object(self.tower),
+            "enabled": self.enabled}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["tower"] = keras.saving.deserialize_keras_object(config["tower"])
+    return cls(**config)
+
+
+def make_visual_tower(cfg: VisualConfig, num_categories: int):
+  """The DCN seam's callable: builds the CNN and returns ({image, image_key inputs}, x_v).
+
+  The category comes from the transformed ``category_id`` input, so the priors are indexed by
+  Transform ids (``num_categories`` = its id space, OOV included).
+  """
+  if not cfg.enabled:
+    return None
+
+  def tower(inputs):
+    s = cfg.image_size
+    image = keras.Input((s, s, 3), dtype="float32", name=IMAGE_INPUT)
+    key = keras.Input((), dtype="int64", name=IMAGE_KEY_INPUT)
+    cnn = build_visual_tower(cfg.backbone_config(), cfg.attention_config(), num_categories,
+                             name="cnn")
+    x_v = DedupApply(cnn, enabled=cfg.dedup, name="visual")(
+        {IMAGE_INPUT: image, CATEGORY_INPUT: inputs[F.transformed_name(F.CATEGORY_KEY)], "key": key})
+    return {IMAGE_INPUT: image, IMAGE_KEY_INPUT: key}, x_v
+
+  return tower
