@@ -41,6 +41,15 @@ def _split_inputs(inputs):
   return inputs, None
 
 
+def _feature_shape(input_shape, has_prior: bool, who: str):
+  """The feature map's shape from a layer's input shape(s); checks the category is given."""
+  paired = isinstance(input_shape, (list, tuple)) and len(input_shape) == 2 and \
+      isinstance(input_shape[0], (list, tuple))
+  if has_prior and not paired:
+    raise ValueError(f"this {who} has a category prior: call it with (features, category_ids)")
+  return tuple(input_shape[0]) if paired else tuple(input_shape)
+
+
 def _category_index(category, num_categories):
   ids = ops.reshape(ops.cast(category, "int32"), (-1,))
   return ops.clip(ids, 0, num_categories - 1)
@@ -80,7 +89,7 @@ class ChannelAttention(keras.layers.Layer):
     return self.prior_dim > 0
 
   def build(self, input_shape):
-    f_shape = input_shape[0] if self.has_prior else input_shape
+    f_shape = _feature_shape(input_shape, self.has_prior, "ChannelAttention")
     channels = f_shape[-1]
     if channels is None:
       raise ValueError("ChannelAttention needs a known number of channels")
@@ -110,7 +119,7 @@ class ChannelAttention(keras.layers.Layer):
     return ops.sigmoid(total)[:, None, None, :]
 
   def compute_output_shape(self, input_shape):
-    f_shape = input_shape[0] if self.has_prior else input_shape
+    f_shape = _feature_shape(input_shape, self.has_prior, "ChannelAttention")
     return (f_shape[0], 1, 1, f_shape[-1])
 
   def flops(self, feature_shape) -> int:
@@ -160,6 +169,7 @@ class SpatialAttention(keras.layers.Layer):
     return self.prior_size != (0, 0)
 
   def build(self, input_shape):
+    _feature_shape(input_shape, self.has_prior, "SpatialAttention")
     self.conv = keras.layers.Conv2D(1, self.kernel_size, padding="same", use_bias=False,
                                     kernel_initializer=self.kernel_initializer, name="conv")
     self.conv.build((None, None, None, 3 if self.has_prior else 2))
@@ -184,8 +194,8 @@ class SpatialAttention(keras.layers.Layer):
     return ops.sigmoid(self.conv(ops.concatenate(parts, axis=-1)))
 
   def compute_output_shape(self, input_shape):
-    f_shape = input_shape[0] if self.has_prior else input_shape
-    return tuple(f_shape[:-1]) + (1,)
+    f_shape = _feature_shape(input_shape, self.has_prior, "SpatialAttention")
+    return f_shape[:-1] + (1,)
 
   def flops(self, feature_shape) -> int:
     h, w, c = feature_shape
@@ -268,13 +278,14 @@ class ConvAttention(keras.layers.Layer):
     self.channel = ChannelAttention(
         reduction=c.reduction, pooling=c.pooling, num_categories=self.num_categories if prior else 0,
         prior_dim=c.channel_prior if prior else 0, name="channel")
-    self.channel.build(input_shape if prior else input_shape[0])
+    f_shape = _feature_shape(input_shape, True, "ConvAttention")
+    self.channel.build(input_shape if prior else f_shape)
     self.spatial_gate = None
     if c.spatial:
       self.spatial_gate = SpatialAttention(
           kernel_size=c.kernel_size, num_categories=self.num_categories if prior else 0,
           prior_size=(c.spatial_prior, c.spatial_prior) if prior else (0, 0), name="spatial")
-      self.spatial_gate.build(input_shape if prior else input_shape[0])
+      self.spatial_gate.build(input_shape if prior else f_shape)
 
   def call(self, inputs):
     features, category = _split_inputs(inputs)

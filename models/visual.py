@@ -81,6 +81,11 @@ class DedupApply(keras.layers.Layer):
     self.tower = tower
     self.enabled = enabled
 
+  def build(self, input_shape):
+    if not self.tower.built:
+      self.tower.build({IMAGE_INPUT: input_shape[IMAGE_INPUT], CATEGORY_INPUT: input_shape[CATEGORY_INPUT]})
+    self.built = True
+
   def call(self, inputs, training=None):
     image, category = inputs[IMAGE_INPUT], inputs[CATEGORY_INPUT]
     if not self.enabled:
