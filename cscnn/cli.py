@@ -130,6 +130,18 @@ def _cmd_models_summary(args) -> int:
   return 0
 
 
+def _cmd_bench_training(args) -> int:
+  import keras
+  from cscnn.bench import bench_training, format_training
+  keras.utils.set_random_seed(0)
+  out = bench_training(backbones=args.backbones.split(","), attentions=args.attention.split(","),
+                       per_ad=tuple(int(g) for g in args.per_ad.split(",")), batch=args.batch,
+                       image_size=args.image_size, rounds=args.rounds,
+                       log=lambda *a, **k: None if args.quiet else print(*a, **k))
+  print(json.dumps(out) if args.json else format_training(out))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   from tfx_pipeline import configs
   p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
@@ -187,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
   ms.add_argument("--output-dim", type=int, default=150, help="|x_v|")
   ms.add_argument("--json", action="store_true")
   ms.set_defaults(func=_cmd_models_summary)
+
+  bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+  bt = bench.add_parser("training", help="training step time: attention kinds, backbones, de-duplication")
+  bt.add_argument("--backbones", default="light,resnet18")
+  bt.add_argument("--attention", default="none,cbam,cscnn")
+  bt.add_argument("--per-ad", default="1,5,25", help="impressions per ad in a batch (G)")
+  bt.add_argument("--batch", type=int, default=100, help="impressions per batch")
+  bt.add_argument("--image-size", type=int, default=32)
+  bt.add_argument("--rounds", type=int, default=10)
+  bt.add_argument("--json", action="store_true")
+  bt.add_argument("--quiet", action="store_true")
+  bt.set_defaults(func=_cmd_bench_training)
 
   sc = sub.add_parser("schema", help="print, write or check the curated schema")
   g = sc.add_mutually_exclusive_group()

@@ -1,0 +1,108 @@
+"""`cscnn bench training`: training-step cost of the visual CTR model on CPU.
+
+One process, side by side: every configuration is built first, then timed in interleaved
+rounds (one step of each configuration per round) so that machine drift hits all of them
+alike; figures are medians over rounds.
+
+- attention: none / CBAM / CSCNN on each backbone, de-duplication on, G impressions per ad;
+  reports the step-time ratio CSCNN / CBAM.
+- de-duplication: on / off at 1, 5 and 25 impressions per ad (paper 3.4.1).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Dict, List
+
+import numpy as np
+
+
+def _batch(n_impressions: int, per_ad: int, image_size: int, id_space: int, rng):
+  from tfx_pipeline import features as F
+  n_ads = max(1, n_impressions // per_ad)
+  ad_of = np.repeat(np.arange(n_ads), per_ad)[:n_impressions]
+  ad_of = np.concatenate([ad_of, np.arange(n_impressions - len(ad_of))])
+  images = rng.uniform(0, 255, size=(n_ads, image_size, image_size, 3)).astype("float32")
+  x = {F.transformed_name(f.name): rng.integers(0, id_space, size=(n_impressions,) + f.shape)
+       for f in F.FEATURES}
+  x["image"] = images[ad_of % n_ads]
+  x["image_key"] = (ad_of % n_ads).astype("int64")
+  x[F.transformed_name(F.CATEGORY_KEY)] = (ad_of % 7).astype("int64")
+  y = rng.integers(0, 2, size=(n_impressions, 1)).astype("float32")
+  return x, y, len(np.unique(ad_of % n_ads))
+
+
+def bench_training(backbones=("light", "resnet18"), attentions=("none", "cbam", "cscnn"),
+                   per_ad=(1, 5, 25), batch: int = 100, image_size: int = 32, rounds: int = 10,
+                   warmup: int = 2, attention_per_ad: int = 5, log=print) -> Dict[str, object]:
+  import keras
+  from models.ctr import build_model
+  from models.dcn import DCNConfig
+  from models.visual import VisualConfig
+  from tfx_pipeline import features as F
+
+  rng = np.random.default_rng(0)
+  id_space = 50
+  sizes = {f.name: id_space for f in F.FEATURES}
+  configs = []   # (key, backbone, attention, per_ad, dedup)
+  for b in backbones:
+    for a in attentions:
+      configs.append((f"{b}/{a}/G{attention_per_ad}/dedup", b, a, attention_per_ad, True))
+  for b in backbones:
+    for g in per_ad:
+      for d in (True, False):
+        key = f"{b}/cscnn/G{g}/{'dedup' if d else 'nodedup'}"
+        if key not in {c[0] for c in configs}:
+          configs.append((key, b, "cscnn", g, d))
+
+  runs = {}
+  for key, b, a, g, d in configs:
+    keras.utils.set_random_seed(0)
+    variant = {"none": "finetune"}.get(a, a)
+    model = build_model(F.FEATURES, sizes, DCNConfig(),
+                        VisualConfig(variant, b, image_size=image_size, dedup=d))
+    x, y, unique = _batch(batch, g, image_size, id_space, rng)
+    for _ in range(warmup):
+      model.train_on_batch(x, y)
+    runs[key] = (model, x, y, unique)
+    log(f"  built and warmed up {key}", file=sys.stderr)
+
+  times: Dict[str, List[float]] = {k: [] for k in runs}
+  t_start = time.time()
+  for r in range(rounds):
+    for key, (model, x, y, _) in runs.items():
+      t0 = time.perf_counter()
+      model.train_on_batch(x, y)
+      times[key].append(time.perf_counter() - t0)
+    log(f"  round {r + 1}/{rounds} ({time.time() - t_start:.0f} s)", file=sys.stderr)
+
+  results = {}
+  for key, (_, _, _, unique) in runs.items():
+    med = statistics.median(times[key])
+    results[key] = {"step_ms": round(med * 1000, 2), "impressions_per_s": round(batch / med, 1),
+                    "unique_images_per_s": round(unique / med, 1), "unique_images": unique}
+  out: Dict[str, object] = {"batch": batch, "image_size": image_size, "rounds": rounds,
+                            "attention_per_ad": attention_per_ad, "results": results}
+  for b in backbones:
+    cb, cs = results.get(f"{b}/cbam/G{attention_per_ad}/dedup"), results.get(f"{b}/cscnn/G{attention_per_ad}/dedup")
+    if cb and cs:
+      out[f"{b}_cscnn_over_cbam_step_ratio"] = round(cs["step_ms"] / cb["step_ms"], 3)
+    for g in per_ad:
+      on, off = results.get(f"{b}/cscnn/G{g}/dedup"), results.get(f"{b}/cscnn/G{g}/nodedup")
+      if on and off:
+        out[f"{b}_dedup_speedup_G{g}"] = round(off["step_ms"] / on["step_ms"], 3)
+  return out
+
+
+def format_training(out: Dict[str, object]) -> str:
+  lines = [f"training step of DCN + visual tower, batch {out['batch']} impressions, "
+           f"{out['image_size']}x{out['image_size']} images, median of {out['rounds']} interleaved rounds",
+           f"{'configuration':<32} {'step ms':>9} {'impr/s':>9} {'images/s':>9}"]
+  for key, r in out["results"].items():
+    lines.append(f"{key:<32} {r['step_ms']:>9.1f} {r['impressions_per_s']:>9.0f} {r['unique_images_per_s']:>9.0f}")
+  for k, v in out.items():
+    if k.endswith("_ratio") or "_speedup_" in k:
+      lines.append(f"{k}: {v}")
+  return "\n".join(lines)
