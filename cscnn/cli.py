@@ -35,7 +35,12 @@ def _trainer_config(args):
     model["learning_rate"] = args.learning_rate
   if args.embedding_dim is not None:
     model["embedding_dim"] = args.embedding_dim
-  return {"model": model, "batch_size": args.batch_size, "epochs": args.epochs, "seed": args.seed}
+  visual = {"backbone": args.backbone}
+  if args.no_dedup:
+    visual["dedup"] = False
+  return {"model": model, "visual": visual, "batch_size": args.batch_size, "epochs": args.epochs,
+          "seed": args.seed, "impressions_per_ad": args.impressions_per_ad,
+          "mixed_precision": args.mixed_precision, "distribution": args.distribution}
 
 
 def _cmd_pipeline_run(args) -> int:
@@ -61,7 +66,9 @@ def _cmd_pipeline_run(args) -> int:
     local_runner.run(args.data, args.output, beam_pipeline_args=args.beam_arg,
                      train_steps=args.train_steps, eval_steps=args.eval_steps,
                      trainer_config=_trainer_config(args), auc_floor=args.auc_floor,
-                     auc_tolerance=args.auc_tolerance)
+                     auc_tolerance=args.auc_tolerance, visual_variant=args.variant,
+                     image_size=args.image_size, on_bad_image=args.on_bad_image,
+                     table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k)
   except Exception as e:  # pylint: disable=broad-except
     print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
     return 1
@@ -175,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--seed", type=int, default=0)
   r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR)
   r.add_argument("--auc-tolerance", type=float, default=configs.AUC_TOLERANCE)
+  r.add_argument("--variant", default=configs.VISUAL_VARIANT,
+                 choices=["none", "fixed", "finetune", "cbam", "cscnn"],
+                 help="visual model (paper Table 8); none = DCN without images")
+  r.add_argument("--backbone", default="light", choices=["light", "resnet18", "cnnf"])
+  r.add_argument("--image-size", type=int, default=configs.IMAGE_SIZE)
+  r.add_argument("--impressions-per-ad", type=int, default=configs.IMPRESSIONS_PER_AD,
+                 help="G: up to G impressions of the same ad share a batch (paper: 25)")
+  r.add_argument("--no-dedup", action="store_true", help="run the CNN on every impression")
+  r.add_argument("--mixed-precision", action="store_true")
+  r.add_argument("--distribution", default="default", choices=["default", "mirrored"])
+  r.add_argument("--on-bad-image", default="error", choices=["error", "blank"])
+  r.add_argument("--table-min-impressions", type=int, default=0,
+                 help="visual table frequency control: keep ads with >= N training impressions")
+  r.add_argument("--table-top-k", type=int, default=0, help="keep only the K most shown ads (0 = all)")
   r.add_argument("--skip-input-check", action="store_true", help="skip the CSV pre-flight check")
   r.add_argument("--json", action="store_true", help="print the summary as JSON")
   r.add_argument("-v", "--verbose", action="store_true", help="TFX/Beam INFO logs")

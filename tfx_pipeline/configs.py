@@ -7,6 +7,12 @@ MODEL_NAME = "cscnn_ctr"
 IMPRESSIONS_PATTERN = "impressions/*.csv"
 TRAIN_EVAL_BUCKETS = (4, 1)
 
+# Ad catalogue (relative to the data root) and the visual model of the default pipeline.
+CATALOG_PATH = "ads/ads.csv"
+VISUAL_VARIANT = "cscnn"        # none | fixed | finetune | cbam | cscnn (paper Table 8)
+IMAGE_SIZE = 32
+IMPRESSIONS_PER_AD = 10         # G: up to G impressions of one ad share a batch (paper: 25)
+
 # Trainer.
 TRAIN_STEPS = 300
 EVAL_STEPS = 50

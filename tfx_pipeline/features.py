@@ -106,6 +106,14 @@ FEATURES_BY_NAME = {f.name: f for f in FEATURES}
 RAW_COLUMNS: Tuple[str, ...] = (LABEL_KEY,) + tuple(f.name for f in FEATURES)
 
 
+# Outputs of Transform that are not embedded features:
+IMAGE_KEY = "image_key"                  # int64 fingerprint of the raw ad_id: finds the ad's image / x_v
+AD_TRAIN_IMPRESSIONS = "ad_train_impressions"   # impressions of the ad in the training split
+COLD_KEY = "ad_is_cold"                  # 1 if the ad has fewer than COLD_THRESHOLD training impressions
+COLD_THRESHOLD = 5                       # paper 4.2: cold items have fewer than 5 training actions
+FINGERPRINT_BUCKETS = 2 ** 62
+
+
 def transformed_name(name: str) -> str:
   """Key of a feature after Transform (the raw and transformed keys never collide)."""
   return f"{name}_xf"

@@ -3,19 +3,30 @@
 
 CsvExampleGen -> StatisticsGen -> ImportSchemaGen (curated schema) -> ExampleValidator
 -> AnomaliesGate -> Transform (Beam) -> Trainer (Keras) -> Resolver (latest blessed model)
--> Evaluator (TFMA AUC, overall and by category, gated) -> Pusher (filesystem, versioned)
+-> Evaluator (TFMA AUC, overall, by category and on cold ads, gated) -> Pusher (versioned)
+
+With images (visual_variant != "none"): AdCatalogGen (catalogue + images) feeds VisualTrainer
+(the Trainer with the catalogue as an input); VisualEmbeddingGen (Beam) then embeds the
+catalogue with the trained CNN into the visual table and builds the CNN-free serving model,
+which the Evaluator judges and the Pusher pushes.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 from tfx import v1 as tfx
 
+from components.ad_catalog import AdCatalogGen
 from components.anomalies_gate import AnomaliesGate
+from components.visual_embedding_gen import VisualEmbeddingGen
+from components.visual_trainer import VisualTrainer
+from models.dcn import OUTPUT_KEY
 from tfx_pipeline import configs
 from tfx_pipeline import features as F
+from tfx_pipeline.export import TRANSFORM_FEATURES
 from tfx_pipeline.schema import SCHEMA_PATH
 
 
@@ -29,8 +40,11 @@ def eval_config(auc_floor: float = configs.AUC_FLOOR,
           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
           absolute={"value": -auc_tolerance}))
   return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=F.LABEL_KEY)],
-      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[F.CATEGORY_KEY])],
+      model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=F.LABEL_KEY,
+                                  prediction_key=OUTPUT_KEY,
+                                  preprocessing_function_names=[TRANSFORM_FEATURES])],
+      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[F.CATEGORY_KEY]),
+                     tfma.SlicingSpec(feature_keys=[F.COLD_KEY])],
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name="ExampleCount"),
           tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[
@@ -54,6 +68,11 @@ def create_pipeline(
     trainer_config: Optional[Dict[str, Any]] = None,
     auc_floor: float = configs.AUC_FLOOR,
     auc_tolerance: float = configs.AUC_TOLERANCE,
+    visual_variant: str = configs.VISUAL_VARIANT,
+    image_size: int = configs.IMAGE_SIZE,
+    on_bad_image: str = "error",
+    table_min_impressions: int = 0,
+    table_top_k: int = 0,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline. Pure: no I/O, no global state.
 
@@ -67,10 +86,22 @@ def create_pipeline(
     beam_pipeline_args: passed to every Beam-based component (e.g. ``--runner=...``,
       ``--direct_running_mode=multi_processing``, ``--direct_num_workers=2``).
     train_steps, eval_steps: Trainer budget.
-    trainer_config: ``custom_config`` of the Trainer: ``{"model": DCNConfig fields,
-      "batch_size": int, "epochs": int, "seed": int}``.
+    trainer_config: ``custom_config`` of the Trainer (see `tfx_pipeline.trainer`):
+      ``{"model": DCNConfig fields, "visual": VisualConfig fields, "batch_size", "epochs",
+      "seed", "impressions_per_ad", "mixed_precision", "distribution"}``.
     auc_floor, auc_tolerance: Evaluator gating.
+    visual_variant: ``none`` (DCN only) or fixed / finetune / cbam / cscnn: the ad catalogue
+      (``<data_root>/ads/ads.csv`` + images) then enters through AdCatalogGen, VisualTrainer
+      trains end to end, and VisualEmbeddingGen builds the visual table and the CNN-free
+      serving model that the Evaluator judges and the Pusher pushes.
+    image_size: images are resized to this size by AdCatalogGen.
+    on_bad_image: ``error`` (default) or ``blank`` (grey fallback image) for bad catalogue images.
+    table_min_impressions, table_top_k: frequency control of the visual table (0 = off).
   """
+  trainer_config = dict(trainer_config or {})
+  trainer_config["visual"] = {**trainer_config.get("visual", {}), "variant": visual_variant,
+                              "image_size": image_size}
+  trainer_config.setdefault("impressions_per_ad", configs.IMPRESSIONS_PER_AD)
   example_gen = tfx.components.CsvExampleGen(
       input_base=data_root,
       input_config=tfx.proto.Input(splits=[
@@ -91,14 +122,28 @@ def create_pipeline(
       preprocessing_fn="tfx_pipeline.preprocessing.preprocessing_fn")
   transform.add_upstream_node(anomalies_gate)
 
-  trainer = tfx.components.Trainer(
+  trainer_args = dict(
       run_fn="tfx_pipeline.trainer.run_fn",
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
       schema=schema_gen.outputs["schema"],
       train_args=tfx.proto.TrainArgs(num_steps=train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-      custom_config=dict(trainer_config or {}))
+      custom_config=trainer_config)
+  visual_components = []
+  if visual_variant == "none":
+    trainer = tfx.components.Trainer(**trainer_args)
+    serving_model = trainer.outputs["model"]
+  else:
+    catalog_gen = AdCatalogGen(catalog_path=os.path.join(data_root, configs.CATALOG_PATH),
+                               data_root=data_root, image_size=image_size, on_bad_image=on_bad_image)
+    trainer = VisualTrainer(catalog=catalog_gen.outputs["examples"], **trainer_args)
+    embedding_gen = VisualEmbeddingGen(
+        model=trainer.outputs["model"], catalog=catalog_gen.outputs["examples"],
+        examples=example_gen.outputs["examples"], transform_graph=transform.outputs["transform_graph"],
+        min_impressions=table_min_impressions, top_k=table_top_k)
+    serving_model = embedding_gen.outputs["serving_model"]
+    visual_components = [catalog_gen, embedding_gen]
 
   model_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -108,12 +153,12 @@ def create_pipeline(
 
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"],
-      model=trainer.outputs["model"],
+      model=serving_model,
       baseline_model=model_resolver.outputs["model"],
       eval_config=eval_config(auc_floor, auc_tolerance))
 
   pusher = tfx.components.Pusher(
-      model=trainer.outputs["model"],
+      model=serving_model,
       model_blessing=evaluator.outputs["blessing"],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
@@ -122,7 +167,7 @@ def create_pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  transform, trainer, model_resolver, evaluator, pusher],
+                  transform, trainer, *visual_components, model_resolver, evaluator, pusher],
       enable_cache=False,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],

@@ -31,6 +31,14 @@ def _ids(f: F.Feature, tokens):
                                           vocab_filename=f.vocab_name)
 
 
+def _ad_train_impressions(ad: tf.Tensor) -> tf.Tensor:
+  """How many impressions of each ad the analysed (training) data has; 0 for unseen ads."""
+  path = tft.vocabulary(ad, vocab_filename="ad_id_impressions", store_frequency=True)
+  init = tf.lookup.TextFileInitializer(path, key_dtype=tf.string, key_index=1,
+                                       value_dtype=tf.int64, value_index=0, delimiter=" ")
+  return tf.lookup.StaticHashTable(init, default_value=0).lookup(ad)
+
+
 def preprocessing_fn(inputs):
   """tf.Transform callback: raw features -> model ids (and the label)."""
   outputs = {}
@@ -43,6 +51,11 @@ def preprocessing_fn(inputs):
     else:
       ids = _ids(f, x)
     outputs[F.transformed_name(f.name)] = tf.cast(ids, tf.int64)
+  ad = _to_string(_dense_1d(inputs[F.AD_KEY]))
+  outputs[F.IMAGE_KEY] = tf.strings.to_hash_bucket_fast(ad, F.FINGERPRINT_BUCKETS)
+  counts = _ad_train_impressions(ad)
+  outputs[F.AD_TRAIN_IMPRESSIONS] = counts
+  outputs[F.COLD_KEY] = tf.cast(counts < F.COLD_THRESHOLD, tf.int64)
   if F.LABEL_KEY in inputs:
     outputs[F.transformed_name(F.LABEL_KEY)] = tf.cast(_dense_1d(inputs[F.LABEL_KEY]), tf.int64)
   return outputs
@@ -55,3 +68,23 @@ def id_space(feature: F.Feature, tf_transform_output: tft.TFTransformOutput) -> 
   else:
     n = tf_transform_output.vocabulary_size_by_name(feature.vocab_name) + feature.oov_buckets
   return n + (1 if feature.kind == F.MULTI else 0)
+
+
+def lookup_ids(feature: F.Feature, raw_values, tf_transform_output: tft.TFTransformOutput):
+  """Transform's id for raw values of a categorical `feature`, computed outside the Transform
+  graph (e.g. for catalogue rows): the same vocabulary file and OOV hashing as
+  `tft.compute_and_apply_vocabulary`."""
+  values = tf.constant([str(v) for v in raw_values], tf.string)
+  if feature.uses_hashing:
+    return tf.strings.to_hash_bucket_fast(values, feature.hash_buckets).numpy()
+  init = tf.lookup.TextFileInitializer(
+      tf_transform_output.vocabulary_file_by_name(feature.vocab_name), tf.string,
+      tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
+  table = tf.lookup.StaticVocabularyTable(init, feature.oov_buckets)
+  return table.lookup(values).numpy()
+
+
+def fingerprint(ad_ids) -> "tf.Tensor":
+  """The image key of raw ad ids: the same fingerprint as the Transform output `image_key`."""
+  return tf.strings.to_hash_bucket_fast(tf.constant([str(a) for a in ad_ids], tf.string),
+                                        F.FINGERPRINT_BUCKETS)

@@ -31,8 +31,11 @@ def _metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
   import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
   out: Dict[str, Dict[str, float]] = {}
   for m in tfma.load_metrics(eval_uri):
-    parts = [f"{s.column}={s.int64_value or s.bytes_value.decode() or s.float_value}"
-             for s in m.slice_key.single_slice_keys]
+    parts = []
+    for s in m.slice_key.single_slice_keys:
+      kind = s.WhichOneof("kind")
+      value = getattr(s, kind) if kind else ""
+      parts.append(f"{s.column}={value.decode() if isinstance(value, bytes) else value}")
     name = ",".join(parts) or "overall"
     for kv in m.metric_keys_and_values:
       if kv.key.is_diff or kv.key.model_name == "baseline":
@@ -61,6 +64,13 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
         failures.append(f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}"
                         f" = {f.metric_value.double_value.value:.4f}: {f.message}")
     summary["validation_failures"] = failures
+  table = _latest(store, "VisualTable")
+  if table is not None:
+    import json  # pylint: disable=import-outside-toplevel
+    stats = os.path.join(table.uri, "stats.json")
+    if os.path.exists(stats):
+      with open(stats) as f:
+        summary["visual_table"] = json.load(f)
   if blessing is not None:
     summary["blessed"] = bool(blessing.custom_properties["blessed"].int_value)
   if pushed is not None:
@@ -83,6 +93,16 @@ def format_summary(s: Dict[str, Any]) -> str:
     for k in cats:
       m = metrics[k]
       lines.append(f"  {k:<16} rows {int(m.get('example_count', 0)):>6}   AUC {m.get('auc', float('nan')):.4f}")
+    for k in sorted(k for k in metrics if k.startswith(F.COLD_KEY + "=")):
+      m = metrics[k]
+      label = "cold ads" if k.endswith("=1") else "warm ads"
+      lines.append(f"  {label:<16} rows {int(m.get('example_count', 0)):>6}   AUC {m.get('auc', float('nan')):.4f}"
+                   f"   ({k}: fewer than {F.COLD_THRESHOLD} training impressions)" if k.endswith("=1") else
+                   f"  {label:<16} rows {int(m.get('example_count', 0)):>6}   AUC {m.get('auc', float('nan')):.4f}")
+  table = s.get("visual_table")
+  if table:
+    lines.append(f"visual table: {table['rows']} ads x {table['dim']} ({table['table_bytes']:,} bytes), "
+                 f"eval coverage {table['eval_coverage']:.1%}; serving model {table['serving_model_bytes']:,} bytes")
   blessed = s.get("blessed")
   lines.append(f"blessed: {'yes' if blessed else 'NO'}")
   for f in s.get("validation_failures", []):

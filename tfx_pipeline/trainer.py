@@ -1,107 +1,218 @@
-"""The TFX Trainer's `run_fn`: trains the CTR model on transformed examples and exports a
-SavedModel that applies Transform itself, with two signatures:
+"""The TFX Trainer's `run_fn` (used by the stock Trainer and by VisualTrainer).
 
-- ``serving_default``: ``examples`` (serialized tf.Example with the raw features, no label)
-  -> ``ctr`` (P(click), shape [B, 1]). What TFMA and TF Serving's Classify/Predict clients use.
-- ``serving_raw``: one raw tensor per feature, shape [B] (strings for str features and the
-  space-separated multi-valued ones, int64 for int features) -> ``ctr``. For clients that do
-  not build tf.Examples.
+``fn_args.custom_config``:
+  ``model``: DCNConfig fields; ``visual``: VisualConfig fields (``variant`` none / fixed /
+  finetune / cbam / cscnn, backbone, image size, priors, ``dedup``); ``batch_size``; ``epochs``;
+  ``seed``; ``impressions_per_ad`` (G: up to G impressions of the same ad are grouped into a
+  batch, paper 3.4.1); ``mixed_precision`` (bool); ``distribution`` (``default`` or
+  ``mirrored``); ``catalog_uri`` (set by VisualTrainer).
 
-Hyperparameters arrive in ``fn_args.custom_config`` (see `tfx_pipeline.pipeline`).
+Without images (variant ``none``) it exports the serving SavedModel directly
+(`tfx_pipeline.export`). With images it saves the end-to-end Keras model
+(``end_to_end.keras`` + ``training.json``) in the model artifact; VisualEmbeddingGen then builds
+the visual table and the CNN-free serving model from it.
+
+TensorBoard (the ``model_run`` artifact): loss and AUC (Keras), learning rate, impressions/s and
+unique images/s, and for attention variants an image per epoch of the spatial attention maps of
+a fixed panel of ads from several categories.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models.dcn import OUTPUT_KEY, DCNConfig, build_ctr_model
+from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, attention_layers, attention_maps_model
+from models.ctr import build_model
+from models.dcn import DCNConfig
+from models.visual import VisualConfig
 from tfx_pipeline import configs
 from tfx_pipeline import features as F
-from tfx_pipeline.preprocessing import id_space
+from tfx_pipeline.export import export_serving_model
+from tfx_pipeline.preprocessing import fingerprint, id_space, lookup_ids
 
-SERVING_RAW = "serving_raw"
+END_TO_END_MODEL = "end_to_end.keras"
+TRAINING_META = "training.json"
 
 
-def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, input_names):
+class ImageIndex:
+  """The catalogue's images in memory, found by image key (ad fingerprint) inside tf.data.
+  Impressions of ads missing from the catalogue get a mid-grey image."""
+
+  def __init__(self, ad_ids, images: np.ndarray):
+    keys = fingerprint(ad_ids).numpy()
+    order = np.argsort(keys)
+    self.keys = tf.constant(keys[order])
+    blank = np.full((1,) + images.shape[1:], 128, np.uint8)
+    self.images = tf.constant(np.concatenate([images[order], blank]))
+    self.n = len(keys)
+
+  def lookup(self, key):
+    pos = tf.minimum(tf.searchsorted(self.keys, key), self.n - 1)
+    found = tf.equal(tf.gather(self.keys, pos), key)
+    return tf.cast(tf.gather(self.images, tf.where(found, pos, self.n)), tf.float32)
+
+
+def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, input_names,
+              images: ImageIndex = None, per_ad: int = 1):
   dataset = data_accessor.tf_dataset_factory(
       file_pattern,
-      tfxio.TensorFlowDatasetOptions(batch_size=batch_size,
+      tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=True,
                                      label_key=F.transformed_name(F.LABEL_KEY)),
       tf_transform_output.transformed_metadata.schema)
-  return dataset.map(lambda x, y: ({k: x[k] for k in input_names}, y)).repeat()
+  if per_ad > 1:
+    # Up to `per_ad` impressions of the same ad next to each other, then cut into batches.
+    dataset = dataset.unbatch().group_by_window(
+        key_func=lambda x, y: x[F.IMAGE_KEY], reduce_func=lambda _, w: w.batch(per_ad),
+        window_size=per_ad).unbatch().batch(batch_size)
+
+  def select(x, y):
+    out = {k: x[k] for k in input_names if k in x}
+    if images is not None:
+      out[IMAGE_INPUT] = images.lookup(x[F.IMAGE_KEY])
+    return out, y
+
+  return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE).repeat().prefetch(tf.data.AUTOTUNE)
 
 
-def _build_model(tf_transform_output, config: DCNConfig) -> keras.Model:
-  sizes = {f.name: id_space(f, tf_transform_output) for f in F.FEATURES}
-  logging.info("id spaces: %s", sizes)
-  return build_ctr_model(F.FEATURES, sizes, config)
+class ThroughputLogger(keras.callbacks.Callback):
+  """TensorBoard scalars every `every` steps: impressions/s, unique images/s, learning rate."""
 
-
-class _ExportModule(tf.Module):
-  """What the SavedModel tracks: the Keras model and the Transform layer."""
-
-  def __init__(self, model: keras.Model, tf_transform_output: tft.TFTransformOutput):
+  def __init__(self, log_dir: str, batch_size: int, unique_per_batch: float, every: int = 20):
     super().__init__()
-    self.model = model
-    self.tft_layer = tf_transform_output.transform_features_layer()
-    self.input_names = tuple(i.name for i in model.inputs)
+    self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "throughput"))
+    self.batch_size, self.unique_per_batch, self.every = batch_size, unique_per_batch, every
+    self.step, self.busy, self.count = 0, 0.0, 0
 
-  def score(self, raw_features):
-    transformed = self.tft_layer(raw_features)
-    inputs = {name: transformed[name] for name in self.input_names}
-    return {OUTPUT_KEY: self.model(inputs, training=False)}
+  def on_train_batch_begin(self, batch, logs=None):
+    self.t0 = time.perf_counter()
 
-
-def _signatures(module: _ExportModule, tf_transform_output):
-  raw_spec = dict(tf_transform_output.raw_feature_spec())
-  raw_spec.pop(F.LABEL_KEY)
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-  def serve_examples(examples):
-    return module.score(tf.io.parse_example(examples, raw_spec))
-
-  names = [f.name for f in F.FEATURES]
-  specs = [tf.TensorSpec([None], tf.string if f.dtype is str else tf.int64, name=f.name)
-           for f in F.FEATURES]
-
-  @tf.function(input_signature=specs)
-  def serve_raw(*tensors):
-    return module.score({n: tf.reshape(t, [-1, 1]) for n, t in zip(names, tensors)})
-
-  return {"serving_default": serve_examples, SERVING_RAW: serve_raw}
+  def on_train_batch_end(self, batch, logs=None):
+    self.busy += time.perf_counter() - self.t0
+    self.count += 1
+    self.step += 1
+    if self.count >= self.every:
+      with self.writer.as_default(step=self.step):
+        tf.summary.scalar("impressions_per_s", self.count * self.batch_size / self.busy)
+        tf.summary.scalar("unique_images_per_s", self.count * self.unique_per_batch / self.busy)
+        tf.summary.scalar("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+      logging.info("step %d: %.0f impressions/s", self.step, self.count * self.batch_size / self.busy)
+      self.busy, self.count = 0.0, 0
 
 
-def export_serving_model(model, tf_transform_output, export_dir: str) -> None:
-  module = _ExportModule(model, tf_transform_output)
-  tf.saved_model.save(module, export_dir, signatures=_signatures(module, tf_transform_output))
+def attention_panel_image(maps: np.ndarray, images: np.ndarray) -> np.ndarray:
+  """One row per ad: [image | attention map | overlay], uint8 (rows*S, 3*S, 3)."""
+  s = images.shape[1]
+  heat = tf.image.resize(maps, (s, s), method="bilinear").numpy()[..., 0]
+  heat = (heat - heat.min(axis=(1, 2), keepdims=True)) / (np.ptp(heat, axis=(1, 2), keepdims=True) + 1e-6)
+  heat_rgb = np.stack([heat * 255, heat * 80, (1 - heat) * 255], -1)
+  overlay = 0.5 * images + 0.5 * heat_rgb
+  rows = [np.concatenate([images[i], heat_rgb[i], overlay[i]], axis=1) for i in range(len(images))]
+  return np.concatenate(rows, axis=0).clip(0, 255).astype(np.uint8)
+
+
+class AttentionMapLogger(keras.callbacks.Callback):
+  """Writes the spatial attention maps of every module for a fixed panel of ads as TensorBoard
+  images (one per module, rows = ads, sorted by category) at the end of each epoch, and the
+  last module's panel as ``attention_maps.png``."""
+
+  def __init__(self, log_dir: str, cnn: keras.Model, images: np.ndarray, categories: np.ndarray,
+               labels):
+    super().__init__()
+    self.maps_model = attention_maps_model(cnn)
+    self.images, self.categories, self.labels = images.astype(np.float32), categories, labels
+    self.log_dir = log_dir
+    self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "attention"))
+
+  def on_epoch_end(self, epoch, logs=None):
+    maps = self.maps_model({IMAGE_INPUT: self.images, CATEGORY_INPUT: self.categories}, training=False)
+    with self.writer.as_default(step=epoch):
+      for name, m in sorted(maps.items()):
+        panel = attention_panel_image(np.asarray(m), self.images)
+        tf.summary.image(f"attention_maps/{name}", panel[None], step=epoch,
+                         description="rows: " + ", ".join(self.labels))
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    Image.fromarray(panel).resize((panel.shape[1] * 4, panel.shape[0] * 4), Image.NEAREST).save(
+        os.path.join(self.log_dir, "attention_maps.png"))
+
+
+def _panel(ad_ids, categories, images, per_category=2, max_categories=4):
+  chosen = []
+  for c in sorted(set(categories.tolist()))[:max_categories]:
+    chosen += [i for i in range(len(ad_ids)) if categories[i] == c][:per_category]
+  return chosen
+
+
+def _strategy(name: str):
+  if name in (None, "", "default"):
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  raise ValueError(f"distribution must be 'default' or 'mirrored', got {name!r}")
+
+
+def _unique_per_batch(dataset, batches: int = 10) -> float:
+  counts = [len(np.unique(x["image_key"].numpy())) for x, _ in dataset.take(batches)]
+  return float(np.mean(counts)) if counts else 0.0
 
 
 def run_fn(fn_args: tfx.components.FnArgs):
   """Called by the TFX Trainer."""
   custom = fn_args.custom_config or {}
-  config = DCNConfig.from_dict(custom.get("model", {}))
+  dcn = DCNConfig.from_dict(custom.get("model", {}))
+  visual = VisualConfig.from_dict(custom.get("visual", {"variant": "none"}))
   batch_size = int(custom.get("batch_size", configs.TRAIN_BATCH_SIZE))
   epochs = max(1, int(custom.get("epochs", 3)))
+  per_ad = max(1, int(custom.get("impressions_per_ad", 1)))
   keras.utils.set_random_seed(int(custom.get("seed", 0)))
-  logging.info("model config: %s", json.dumps(config.__dict__, default=list))
+  if custom.get("mixed_precision"):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+  logging.info("model %s, visual %s", dcn, visual)
 
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  model = _build_model(tf_transform_output, config)
+  sizes = {f.name: id_space(f, tf_transform_output) for f in F.FEATURES}
+  with _strategy(custom.get("distribution")).scope():
+    model = build_model(F.FEATURES, sizes, dcn, visual)
   input_names = [i.name for i in model.inputs]
-  train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                    batch_size, input_names)
+
+  index, callbacks = None, [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq=50)]
+  if visual.enabled:
+    from components.ad_catalog import load_catalog_arrays  # pylint: disable=import-outside-toplevel
+    ad_ids, raw_categories, images = load_catalog_arrays(custom["catalog_uri"], visual.image_size)
+    index = ImageIndex(ad_ids, images)
+    if visual.attention_config().spatial:
+      cnn = model.get_layer("visual").tower
+      chosen = _panel(ad_ids, raw_categories, images)
+      cats = lookup_ids(F.FEATURES_BY_NAME[F.CATEGORY_KEY], raw_categories[chosen], tf_transform_output)
+      callbacks.append(AttentionMapLogger(
+          fn_args.model_run_dir, cnn, images[chosen], cats,
+          [f"{ad_ids[i]} (category {raw_categories[i]})" for i in chosen]))
+
+  train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size,
+                    input_names, index, per_ad)
   evaluation = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                         configs.EVAL_BATCH_SIZE, input_names)
+                         configs.EVAL_BATCH_SIZE, input_names, index)
+  unique = _unique_per_batch(train) if visual.enabled else 0.0
+  callbacks.append(ThroughputLogger(fn_args.model_run_dir, batch_size, unique))
   steps = max(1, fn_args.train_steps // epochs)
-  model.fit(train, epochs=epochs, steps_per_epoch=steps,
-            validation_data=evaluation, validation_steps=max(1, fn_args.eval_steps),
-            callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq=50)],
-            verbose=2)
-  export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+  model.fit(train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
+            validation_steps=max(1, fn_args.eval_steps), callbacks=callbacks, verbose=2)
+
+  if not visual.enabled:
+    export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+    return
+  tf.io.gfile.makedirs(fn_args.serving_model_dir)
+  model.save(os.path.join(fn_args.serving_model_dir, END_TO_END_MODEL))
+  with tf.io.gfile.GFile(os.path.join(fn_args.serving_model_dir, TRAINING_META), "w") as f:
+    json.dump({"model": json.loads(json.dumps(dcn.__dict__, default=list)),
+               "visual": visual.__dict__, "id_space": sizes,
+               "unique_images_per_batch": unique, "impressions_per_ad": per_ad}, f, indent=1)

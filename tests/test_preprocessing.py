@@ -1,0 +1,69 @@
+"""Transform's preprocessing_fn run by tf.Transform on Beam (in memory) on a tiny data set."""
+
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import schema_utils
+
+from tfx_pipeline import features as F
+from tfx_pipeline.preprocessing import id_space, preprocessing_fn
+from tfx_pipeline.schema import make_schema
+
+
+def _row(label, user, ad, cat, query="q1 q2", title="t1", clicked="1 2"):
+  return {"label": [label], "user_id": [user], "user_city": [b"c1"], "user_age": [2],
+          "ad_id": [ad], "category_id": [cat], "brand_id": [b"b1"], "hour": [3], "weekday": [1],
+          "query_words": [query], "title_words": [title], "clicked_categories": [clicked]}
+
+
+TRAIN = ([_row(1, b"u1", b"a1", 1)] * 6 + [_row(0, b"u2", b"a2", 2, title="t1 t2 t3 t4 t5 t6 t7 t8")] * 2
+         + [_row(0, b"u1", b"a3", 1, query="", clicked="")])
+TEST = [_row(0, b"u_new", b"a_new", 9), _row(1, b"u1", b"a1", 1)]
+
+
+@pytest.fixture(scope="module")
+def transformed():
+  metadata = tft.DatasetMetadata(make_schema())
+  with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp):
+    (_, _), fn = (TRAIN, metadata) | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
+    test, _ = ((TEST, metadata), fn) | tft_beam.TransformDataset()
+    out_dir = tmp + "/tft"
+    _ = fn | tft_beam.WriteTransformFn(out_dir)
+    output = tft.TFTransformOutput(out_dir)
+    sizes = {f.name: id_space(f, output) for f in F.FEATURES}
+  return test, sizes
+
+
+def test_unknown_values_go_to_oov_buckets(transformed):
+  test, sizes = transformed
+  new, known = test
+  ad = F.FEATURES_BY_NAME["ad_id"]
+  # the vocabulary holds a1, a2, a3; unknown ids land in [3, 3 + oov_buckets)
+  assert sizes["ad_id"] == 3 + ad.oov_buckets
+  assert 3 <= new[F.transformed_name("ad_id")] < 3 + ad.oov_buckets
+  assert known[F.transformed_name("ad_id")] < 3
+  assert 0 <= new[F.transformed_name("user_id")] < sizes["user_id"]
+
+
+def test_multi_valued_features_are_padded_and_truncated(transformed):
+  test, sizes = transformed
+  known = test[1]
+  title = known[F.transformed_name("title_words")]
+  assert title.shape == (F.FEATURES_BY_NAME["title_words"].max_len,)
+  assert title[0] > 0 and np.all(title[1:] == 0)                  # one token, then padding
+  query = known[F.transformed_name("query_words")]
+  assert np.all(query[:2] > 0) and np.all(query[2:] == 0)
+  assert np.all(query[:2] <= F.FEATURES_BY_NAME["query_words"].hash_buckets)
+
+
+def test_ad_impression_counts_cold_flag_and_image_key(transformed):
+  test, _ = transformed
+  new, known = test
+  assert known[F.AD_TRAIN_IMPRESSIONS] == 6 and known[F.COLD_KEY] == 0
+  assert new[F.AD_TRAIN_IMPRESSIONS] == 0 and new[F.COLD_KEY] == 1
+  expected = tf.strings.to_hash_bucket_fast(["a1"], F.FINGERPRINT_BUCKETS).numpy()[0]
+  assert known[F.IMAGE_KEY] == expected
