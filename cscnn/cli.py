@@ -44,6 +44,7 @@ def _trainer_config(args):
 
 
 def _cmd_pipeline_run(args) -> int:
+  from tfx_pipeline import configs
   from tfx_pipeline.input_check import InputDataError, check_impressions
   if not args.skip_input_check:
     try:
@@ -52,6 +53,11 @@ def _cmd_pipeline_run(args) -> int:
       print(f"cscnn pipeline run: {e}", file=sys.stderr)
       return 2
     print(f"input check: {rows} impression rows OK", flush=True)
+  catalog = os.path.join(args.data, configs.CATALOG_PATH)
+  if args.variant != "none" and not os.path.exists(catalog):
+    print(f"cscnn pipeline run: the visual variant {args.variant!r} needs the ad catalogue {catalog} "
+          "(ad_id,category_id,image); use --variant none to train the DCN without images", file=sys.stderr)
+    return 2
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.ERROR)
@@ -149,6 +155,59 @@ def _cmd_bench_training(args) -> int:
   return 0
 
 
+def _cmd_serve(args) -> int:
+  import signal
+  import threading
+  from serving.model_manager import BatchingConfig, ModelConfig, ModelManager, parse_model_config_file
+  from serving.server import ModelServer
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+  if args.model_config_file:
+    models = parse_model_config_file(args.model_config_file)
+  elif args.model_base_path and args.model_name:
+    models = [ModelConfig(args.model_name, os.path.abspath(args.model_base_path))]
+  else:
+    print("cscnn serve: give --model-base-path and --model-name, or --model-config-file", file=sys.stderr)
+    return 2
+  manager = ModelManager(models, poll_interval=args.file_system_poll_wait_seconds,
+                         batching=BatchingConfig(args.enable_batching, args.max_batch_size,
+                                                 args.batch_timeout_micros / 1e6))
+  server = ModelServer(manager, args.port, args.rest_port, host=args.host).start()
+  print(f"serving {[m.name for m in models]} on gRPC {args.host}:{server.port}"
+        + (f", REST {args.host}:{server.rest_port}" if args.rest_port is not None else ""), flush=True)
+  done = threading.Event()
+  signal.signal(signal.SIGTERM, lambda *_: done.set())
+  signal.signal(signal.SIGINT, lambda *_: done.set())
+  done.wait()
+  server.stop()
+  return 0
+
+
+def _cmd_predict(args) -> int:
+  from serving.client import CandidateError, CtrClient, read_candidates
+  try:
+    candidates = read_candidates(args.input)
+    client = CtrClient(args.server, timeout=args.timeout)
+    out = client.predict(args.model, candidates, args.signature, args.version)
+  except (CandidateError, OSError) as e:
+    print(f"cscnn predict: {e}", file=sys.stderr)
+    return 2
+  except Exception as e:  # grpc.RpcError and friends  # pylint: disable=broad-except
+    code = getattr(e, "code", lambda: None)()
+    details = getattr(e, "details", lambda: str(e))()
+    print(f"cscnn predict: {code.name if code else type(e).__name__}: {details}", file=sys.stderr)
+    return 1
+  if args.json:
+    print(json.dumps({k: v.tolist() for k, v in out.items()}))
+    return 0
+  fallback = out.get("visual_fallback")
+  print(f"model version {int(out['model_version'][0])}")
+  for i, p in enumerate(out["ctr"]):
+    c = candidates[i]
+    extra = "  (visual fallback)" if fallback is not None and fallback[i] else ""
+    print(f"{i:>4}  ad {c.get('ad_id', '?')!s:<12} user {c.get('user_id', '?')!s:<10} ctr {p:.4f}{extra}")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   from tfx_pipeline import configs
   p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
@@ -232,6 +291,29 @@ def build_parser() -> argparse.ArgumentParser:
   bt.add_argument("--json", action="store_true")
   bt.add_argument("--quiet", action="store_true")
   bt.set_defaults(func=_cmd_bench_training)
+
+  sv = sub.add_parser("serve", help="serve pushed models with TF Serving's gRPC and REST protocol")
+  sv.add_argument("--model-base-path", help="e.g. OUT/serving/cscnn_ctr (holds numeric versions)")
+  sv.add_argument("--model-name")
+  sv.add_argument("--model-config-file", help="TF Serving models.config (several models, version labels)")
+  sv.add_argument("--port", type=int, default=8500)
+  sv.add_argument("--rest-port", type=int, default=None)
+  sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
+  sv.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0)
+  sv.add_argument("--enable-batching", action="store_true")
+  sv.add_argument("--max-batch-size", type=int, default=1024)
+  sv.add_argument("--batch-timeout-micros", type=int, default=1000)
+  sv.set_defaults(func=_cmd_serve)
+
+  pr = sub.add_parser("predict", help="score candidates (CSV or JSON) over gRPC")
+  pr.add_argument("--server", required=True, help="HOST:PORT")
+  pr.add_argument("--model", required=True)
+  pr.add_argument("--input", required=True, help="CSV with a header of feature names, or JSON")
+  pr.add_argument("--signature", default="serving_raw")
+  pr.add_argument("--version", type=int, default=None)
+  pr.add_argument("--timeout", type=float, default=10.0)
+  pr.add_argument("--json", action="store_true")
+  pr.set_defaults(func=_cmd_predict)
 
   sc = sub.add_parser("schema", help="print, write or check the curated schema")
   g = sc.add_mutually_exclusive_group()

@@ -28,6 +28,7 @@ import dataclasses
 from typing import Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 from keras import ops
 
 _POOLS = ("avg", "max")
@@ -48,6 +49,21 @@ def _feature_shape(input_shape, has_prior: bool, who: str):
   if has_prior and not paired:
     raise ValueError(f"this {who} has a category prior: call it with (features, category_ids)")
   return tuple(input_shape[0]) if paired else tuple(input_shape)
+
+
+def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+  """(out_size, in_size) matrix of 1-D bilinear resizing with half-pixel centres and clamped
+  edges (what ``tf.image.resize(..., "bilinear", antialias=False)`` computes). Resizing a map A
+  is then M_h A M_w^T: two small matmuls, cheaper on CPU than a resize op and its gradient."""
+  m = np.zeros((out_size, in_size), np.float32)
+  scale = in_size / out_size
+  for i in range(out_size):
+    x = min(max((i + 0.5) * scale - 0.5, 0.0), in_size - 1.0)
+    lo = int(np.floor(x))
+    hi = min(lo + 1, in_size - 1)
+    m[i, lo] += 1.0 - (x - lo)
+    m[i, hi] += x - lo
+  return m
 
 
 def _category_index(category, num_categories):
@@ -169,7 +185,11 @@ class SpatialAttention(keras.layers.Layer):
     return self.prior_size != (0, 0)
 
   def build(self, input_shape):
-    _feature_shape(input_shape, self.has_prior, "SpatialAttention")
+    f_shape = _feature_shape(input_shape, self.has_prior, "SpatialAttention")
+    self._resize = None
+    if self.has_prior and f_shape[1] is not None and f_shape[2] is not None:
+      self._resize = (bilinear_matrix(f_shape[1], self.prior_size[0]),
+                      bilinear_matrix(f_shape[2], self.prior_size[1]))
     self.conv = keras.layers.Conv2D(1, self.kernel_size, padding="same", use_bias=False,
                                     kernel_initializer=self.kernel_initializer, name="conv")
     self.conv.build((None, None, None, 3 if self.has_prior else 2))
@@ -180,8 +200,11 @@ class SpatialAttention(keras.layers.Layer):
 
   def resized_prior(self, category, height: int, width: int):
     """A_s^k bilinearly resized to (height, width): (B, H, W, 1)."""
-    a = ops.take(self.prior, _category_index(category, self.num_categories), axis=0)[..., None]
-    return ops.image.resize(a, (height, width), interpolation="bilinear", antialias=False)
+    a = ops.take(self.prior, _category_index(category, self.num_categories), axis=0)
+    if self._resize is not None and (height, width) == (len(self._resize[0]), len(self._resize[1])):
+      m_h, m_w = self._resize
+      return ops.einsum("hi,bij,wj->bhw", m_h, a, m_w)[..., None]
+    return ops.image.resize(a[..., None], (height, width), interpolation="bilinear", antialias=False)
 
   def call(self, inputs):
     features, category = _split_inputs(inputs)
@@ -189,8 +212,10 @@ class SpatialAttention(keras.layers.Layer):
       raise ValueError("this SpatialAttention has a category prior: call it with (features, category_ids)")
     parts = [ops.max(features, axis=-1, keepdims=True), ops.mean(features, axis=-1, keepdims=True)]
     if self.has_prior:
-      shape = ops.shape(features)
-      parts.append(ops.cast(self.resized_prior(category, shape[1], shape[2]), features.dtype))
+      h, w = features.shape[1], features.shape[2]
+      if h is None or w is None:
+        h, w = ops.shape(features)[1], ops.shape(features)[2]
+      parts.append(ops.cast(self.resized_prior(category, h, w), features.dtype))
     return ops.sigmoid(self.conv(ops.concatenate(parts, axis=-1)))
 
   def compute_output_shape(self, input_shape):

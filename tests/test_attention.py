@@ -191,3 +191,12 @@ def test_get_config_round_trip(layer):
   config = layer.get_config()
   clone = type(layer).from_config(config)
   assert clone.get_config() == config
+
+
+@pytest.mark.parametrize("out_size, in_size", [(4, 2), (13, 7), (56, 6), (7, 7), (3, 7)])
+def test_bilinear_matrix_matches_tf_image_resize(out_size, in_size):
+  from models.attention import bilinear_matrix
+  a = np.random.default_rng(out_size).normal(size=(2, in_size, in_size)).astype("float32")
+  ref = tf.image.resize(a[..., None], (out_size, out_size), method="bilinear", antialias=False).numpy()[..., 0]
+  m = bilinear_matrix(out_size, in_size)
+  np.testing.assert_allclose(np.einsum("hi,bij,wj->bhw", m, a, m), ref, rtol=1e-5, atol=1e-5)

@@ -1,8 +1,9 @@
 """The whole TFX pipeline on a tiny sample, run as a user runs it (`python -m cscnn ...`).
 
-Three runs share one output folder: a normal run (blessed, pushed), a crippled run
-(learning rate 0: NOT_BLESSED, serving directory unchanged), and a run on data that violates
-the schema (stopped by ExampleValidator + AnomaliesGate before training).
+Two runs share one output folder: a normal run (DCN + CSCNN trained end to end on the images,
+visual table, CNN-free serving model; blessed, pushed) and a crippled run (DCN without images,
+learning rate 0: NOT_BLESSED, serving directory unchanged). A third run on data that violates
+the schema is stopped by ExampleValidator + AnomaliesGate before training.
 """
 
 import csv
@@ -13,6 +14,9 @@ import subprocess
 import sys
 import textwrap
 
+import glob
+
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,10 +72,83 @@ def test_first_run_is_blessed_and_pushed_as_numeric_version(run_dir):
   assert os.path.isfile(os.path.join(run_dir["serving"], versions[0], "saved_model.pb"))
   assert s["pushed_to"].rstrip("/") == os.path.join(run_dir["serving"], versions[0])
   assert _mlmd_blessings(os.path.join(run_dir["out"], "metadata.sqlite")) == [1]
-  # metrics overall and per category
+  # metrics overall, per category and on cold ads
   assert s["metrics"]["overall"]["auc"] > 0.58
   assert {k for k in s["metrics"] if k.startswith("category_id=")} == {f"category_id={k}" for k in range(1, 5)}
-  assert "== pipeline run summary ==" in run_dir["first_stdout"]
+  assert s["metrics"]["ad_is_cold=1"]["example_count"] > 0
+  assert s["metrics"]["ad_is_cold=0"]["example_count"] > s["metrics"]["ad_is_cold=1"]["example_count"]
+  assert "== pipeline run summary ==" in run_dir["first_stdout"] and "cold ads" in run_dir["first_stdout"]
+  t = s["visual_table"]
+  assert t["rows"] == t["catalogue_ads"] == 80 and t["dim"] == 150 and t["eval_coverage"] > 0.9
+
+
+def _pushed(run_dir):
+  version = sorted(os.listdir(run_dir["serving"]))[0]
+  return os.path.join(run_dir["serving"], version)
+
+
+def test_pushed_model_has_the_table_and_no_convolution(run_dir):
+  from tensorflow.core.protobuf import saved_model_pb2
+  sm = saved_model_pb2.SavedModel()
+  with open(os.path.join(_pushed(run_dir), "saved_model.pb"), "rb") as f:
+    sm.ParseFromString(f.read())
+  graph = sm.meta_graphs[0].graph_def
+  ops = {n.op for n in graph.node} | {n.op for fn in graph.library.function for n in fn.node_def}
+  assert "MatMul" in ops, "sanity: the DCN's dense layers are there"
+  assert not {op for op in ops if "Conv" in op}, sorted(op for op in ops if "Conv" in op)
+  assert "LowerBound" in ops or "UpperBound" in ops, "the table lookup (searchsorted) is in the graph"
+  import tensorflow as tf
+  shapes = {n.split("/")[-3]: s for n, s in tf.train.list_variables(
+      os.path.join(_pushed(run_dir), "variables", "variables")) if n.startswith("model/")}
+  assert shapes["vectors"] == [80, 150] and shapes["keys"] == [80], shapes   # one row per ad
+
+
+def _end_to_end_dir(out):
+  return glob.glob(os.path.join(out, "pipeline", "VisualTrainer", "model", "*", "Format-Serving"))[0]
+
+
+def test_serving_model_matches_end_to_end_model(run_dir):
+  """Paper 3.4: for ads in the table, the table-based serving model scores exactly what the
+  end-to-end model (CNN on the image) scores."""
+  import keras
+  import tensorflow as tf
+  import tensorflow_transform as tft
+  from components.ad_catalog import load_catalog_arrays
+  from tfx_pipeline import features as F
+  from tfx_pipeline.trainer import END_TO_END_MODEL, ImageIndex
+
+  out = run_dir["out"]
+  e2e = keras.models.load_model(os.path.join(_end_to_end_dir(out), END_TO_END_MODEL))
+  tft_out = tft.TFTransformOutput(glob.glob(os.path.join(out, "pipeline", "Transform", "transform_graph", "*"))[0])
+  catalog = glob.glob(os.path.join(out, "pipeline", "AdCatalogGen", "examples", "*"))[0]
+  ids, _, images = load_catalog_arrays(catalog, 32)
+  index = ImageIndex(ids, images)
+  with open(os.path.join(run_dir["data"], "impressions", "impressions.csv")) as f:
+    rows = list(csv.DictReader(f))[:64]
+  raw = {f.name: tf.constant([[int(r[f.name]) if f.dtype is int else r[f.name]] for r in rows],
+                             dtype=tf.int64 if f.dtype is int else tf.string) for f in F.FEATURES}
+  transformed = tft_out.transform_features_layer()(raw)
+  x = {t.name: transformed[t.name] for t in e2e.inputs if t.name in transformed}
+  x["image"] = index.lookup(transformed[F.IMAGE_KEY])
+  expected = np.asarray(e2e(x, training=False)).ravel()
+  served = tf.saved_model.load(_pushed(run_dir)).signatures["serving_raw"](
+      **{f.name: tf.reshape(raw[f.name], [-1]) for f in F.FEATURES})
+  assert np.all(served["visual_fallback"].numpy() == 0)
+  np.testing.assert_allclose(served["ctr"].numpy().ravel(), expected, atol=1e-5, rtol=0)
+
+
+def test_tensorboard_has_attention_map_images_and_throughput(run_dir):
+  import tensorflow as tf
+  run = glob.glob(os.path.join(run_dir["out"], "pipeline", "VisualTrainer", "model_run", "*"))[0]
+  tags = set()
+  for path in glob.glob(os.path.join(run, "**", "events.out.tfevents.*"), recursive=True):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        tags.add((v.tag, v.metadata.plugin_data.plugin_name))
+  assert any(t.startswith("attention_maps/") and p == "images" for t, p in tags), tags
+  for name in ("impressions_per_s", "unique_images_per_s", "learning_rate", "epoch_loss", "epoch_auc"):
+    assert any(t == name for t, _ in tags), (name, tags)
+  assert os.path.getsize(os.path.join(run, "attention_maps.png")) > 1000
 
 
 def test_saved_model_scores_in_a_fresh_process(run_dir):
@@ -96,7 +173,8 @@ def test_saved_model_scores_in_a_fresh_process(run_dir):
     raw = {{f.name: tf.constant([int(r[f.name]) if f.dtype is int else r[f.name] for r in rows],
                                dtype=tf.int64 if f.dtype is int else tf.string) for f in F.FEATURES}}
     b = m.signatures["serving_raw"](**raw)["ctr"].numpy()
-    print(json.dumps({{"a": a.ravel().tolist(), "b": b.ravel().tolist(),
+    fb = m.signatures["serving_default"](examples=tf.constant([example(r) for r in rows]))["visual_fallback"].numpy()
+    print(json.dumps({{"a": a.ravel().tolist(), "b": b.ravel().tolist(), "fallback": fb.ravel().tolist(),
                       "inputs": sorted(m.signatures["serving_default"].structured_input_signature[1])}}))
   """)
   proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -106,12 +184,13 @@ def test_saved_model_scores_in_a_fresh_process(run_dir):
   assert len(got["a"]) == 20 and all(0 < p < 1 for p in got["a"])
   assert max(abs(x - y) for x, y in zip(got["a"], got["b"])) < 1e-6
   assert len(set(round(p, 6) for p in got["a"])) > 5, "scores should differ between impressions"
+  assert got["fallback"][0] == 1 and not any(got["fallback"][1:]), "unknown ad -> category mean, flagged"
 
 
 def test_crippled_trainer_is_not_blessed_and_serving_dir_unchanged(run_dir):
   before = _serving_state(run_dir["serving"])
   cscnn("pipeline", "run", "--data", run_dir["data"], "--output", run_dir["out"], *RUN,
-        "--learning-rate", "0")
+        "--learning-rate", "0", "--variant", "none")
   s = json.loads(cscnn("pipeline", "summary", "--output", run_dir["out"], "--json").stdout)
   assert s["blessed"] is False and s["pushed"] is False, s
   assert s["validation_failures"], "the summary must say why the model was not blessed"
@@ -131,11 +210,19 @@ def test_schema_anomalies_stop_the_pipeline_before_training(run_dir, tmp_path):
     csv.writer(f).writerows(rows)
   out = tmp_path / "out"
   proc = cscnn("pipeline", "run", "--data", str(bad), "--output", str(out), *RUN,
-               "--skip-input-check", check=False)
+               "--skip-input-check", "--variant", "none", check=False)
   assert proc.returncode == 1
   assert "anomalies" in proc.stderr and "'hour'" in proc.stderr, proc.stderr[-2000:]
   assert not os.path.exists(out / "pipeline" / "Trainer"), "training must not start"
   assert not os.path.exists(out / "serving")
+
+
+def test_missing_catalogue_is_reported_before_the_pipeline_starts(run_dir, tmp_path):
+  os.makedirs(tmp_path / "impressions")
+  with open(os.path.join(run_dir["data"], "impressions", "impressions.csv")) as f:
+    (tmp_path / "impressions" / "impressions.csv").write_text(f.read())
+  proc = cscnn("pipeline", "run", "--data", str(tmp_path), "--output", str(tmp_path / "o"), check=False)
+  assert proc.returncode == 2 and "ads/ads.csv" in proc.stderr and "--variant none" in proc.stderr
 
 
 def test_bad_csv_is_rejected_with_file_line_and_field(tmp_path):

@@ -94,11 +94,10 @@ def format_summary(s: Dict[str, Any]) -> str:
       m = metrics[k]
       lines.append(f"  {k:<16} rows {int(m.get('example_count', 0)):>6}   AUC {m.get('auc', float('nan')):.4f}")
     for k in sorted(k for k in metrics if k.startswith(F.COLD_KEY + "=")):
-      m = metrics[k]
-      label = "cold ads" if k.endswith("=1") else "warm ads"
-      lines.append(f"  {label:<16} rows {int(m.get('example_count', 0)):>6}   AUC {m.get('auc', float('nan')):.4f}"
-                   f"   ({k}: fewer than {F.COLD_THRESHOLD} training impressions)" if k.endswith("=1") else
-                   f"  {label:<16} rows {int(m.get('example_count', 0)):>6}   AUC {m.get('auc', float('nan')):.4f}")
+      m, cold = metrics[k], k.endswith("=1")
+      note = f"   (fewer than {F.COLD_THRESHOLD} training impressions)" if cold else ""
+      lines.append(f"  {'cold ads' if cold else 'warm ads':<16} rows {int(m.get('example_count', 0)):>6}"
+                   f"   AUC {m.get('auc', float('nan')):.4f}{note}")
   table = s.get("visual_table")
   if table:
     lines.append(f"visual table: {table['rows']} ads x {table['dim']} ({table['table_bytes']:,} bytes), "

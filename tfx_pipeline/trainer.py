@@ -108,6 +108,9 @@ class ThroughputLogger(keras.callbacks.Callback):
       logging.info("step %d: %.0f impressions/s", self.step, self.count * self.batch_size / self.busy)
       self.busy, self.count = 0.0, 0
 
+  def on_train_end(self, logs=None):
+    self.writer.close()
+
 
 def attention_panel_image(maps: np.ndarray, images: np.ndarray) -> np.ndarray:
   """One row per ad: [image | attention map | overlay], uint8 (rows*S, 3*S, 3)."""
@@ -140,9 +143,13 @@ class AttentionMapLogger(keras.callbacks.Callback):
         panel = attention_panel_image(np.asarray(m), self.images)
         tf.summary.image(f"attention_maps/{name}", panel[None], step=epoch,
                          description="rows: " + ", ".join(self.labels))
+    self.writer.flush()
     from PIL import Image  # pylint: disable=import-outside-toplevel
     Image.fromarray(panel).resize((panel.shape[1] * 4, panel.shape[0] * 4), Image.NEAREST).save(
         os.path.join(self.log_dir, "attention_maps.png"))
+
+  def on_train_end(self, logs=None):
+    self.writer.close()
 
 
 def _panel(ad_ids, categories, images, per_category=2, max_categories=4):
@@ -184,7 +191,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
     model = build_model(F.FEATURES, sizes, dcn, visual)
   input_names = [i.name for i in model.inputs]
 
-  index, callbacks = None, [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq=50)]
+  index, callbacks = None, [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
   if visual.enabled:
     from components.ad_catalog import load_catalog_arrays  # pylint: disable=import-outside-toplevel
     ad_ids, raw_categories, images = load_catalog_arrays(custom["catalog_uri"], visual.image_size)

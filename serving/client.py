@@ -1,0 +1,92 @@
+"""A Python client for the CTR model over TF Serving's gRPC API (the official
+`tensorflow_serving.apis` stubs), usable against `cscnn serve` or a real TF Serving."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from tfx_pipeline import features as F
+
+SERVING_RAW = "serving_raw"
+
+
+class CandidateError(ValueError):
+  """A candidate row lacks a feature or has a bad value."""
+
+
+def read_candidates(path: str) -> List[Dict[str, object]]:
+  """Candidates from a CSV file (header = feature names) or a JSON file (a list of objects,
+  or TF Serving's ``{"instances": [...]}``)."""
+  if path.endswith(".json"):
+    with open(path) as f:
+      data = json.load(f)
+    rows = data["instances"] if isinstance(data, dict) else data
+  else:
+    with open(path, newline="") as f:
+      rows = list(csv.DictReader(f))
+  if not rows:
+    raise CandidateError(f"{path}: no candidates")
+  return rows
+
+
+def candidate_tensors(candidates: Sequence[Mapping[str, object]]) -> Dict[str, tf.Tensor]:
+  """Raw feature tensors (shape [N]) for the ``serving_raw`` signature."""
+  out = {}
+  for f in F.FEATURES:
+    values = []
+    for i, c in enumerate(candidates):
+      if f.name not in c:
+        raise CandidateError(f"candidate {i}: missing feature {f.name!r}")
+      v = c[f.name]
+      if f.dtype is int:
+        try:
+          values.append(int(v))
+        except (TypeError, ValueError):
+          raise CandidateError(f"candidate {i}: feature {f.name!r} must be an integer, got {v!r}") from None
+      else:
+        values.append(str(v if v is not None else ""))
+    out[f.name] = tf.constant(values, dtype=tf.int64 if f.dtype is int else tf.string)
+  return out
+
+
+class CtrClient:
+  def __init__(self, target: str, timeout: float = 10.0):
+    self.channel = grpc.insecure_channel(target)
+    self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+    self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+    self.timeout = timeout
+
+  def predict_request(self, model: str, candidates, signature: str = SERVING_RAW,
+                      version: Optional[int] = None) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if version is not None:
+      request.model_spec.version.value = version
+    for k, t in candidate_tensors(candidates).items():
+      request.inputs[k].CopyFrom(tf.make_tensor_proto(t))
+    return request
+
+  def predict(self, model: str, candidates, signature: str = SERVING_RAW,
+              version: Optional[int] = None) -> Dict[str, np.ndarray]:
+    response = self.predictions.Predict(self.predict_request(model, candidates, signature, version),
+                                        timeout=self.timeout)
+    out = {k: tf.make_ndarray(v).reshape(-1) for k, v in response.outputs.items()}
+    out["model_version"] = np.array([response.model_spec.version.value])
+    return out
+
+  def status(self, model: str):
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model
+    return self.models.GetModelStatus(request, timeout=self.timeout)
+
+  def close(self):
+    self.channel.close()

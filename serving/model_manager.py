@@ -1,0 +1,265 @@
+"""Loads, watches and swaps SavedModel versions under TF Serving's layout BASE/NAME/VERSION/.
+
+- A version is a folder with a numeric name; others (temporary copies, dot-folders) are ignored.
+- A version is loaded only when complete and stable: ``saved_model.pb`` present, the variables
+  index present when there is a ``variables/`` folder, and the folder's listing (names, sizes,
+  modification times) unchanged between two polls. A half-written version is never loaded.
+- Policy ``latest`` (TF Serving's default): the highest loadable version is served; when a new
+  one has loaded it becomes live atomically and the previous one is unloaded. Requests already
+  running on the old version finish on it. Versions named in ``version_labels`` are kept too.
+- A version that fails to load is logged and skipped until its files change; serving goes on
+  with the version already loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving.batching import Batcher
+from serving.errors import InvalidArgument, NotFound
+
+log = logging.getLogger("cscnn.serving")
+
+
+@dataclasses.dataclass
+class BatchingConfig:
+  enabled: bool = False
+  max_batch_size: int = 256
+  batch_timeout: float = 0.001
+
+
+class Servable:
+  """One loaded version of a model."""
+
+  def __init__(self, name: str, version: int, path: str, batching: BatchingConfig):
+    self.name, self.version, self.path = name, version, path
+    self.loaded = tf.saved_model.load(path)
+    sm = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
+      sm.ParseFromString(f.read())
+    self.signature_defs = dict(sm.meta_graphs[0].signature_def)
+    self.signatures = dict(self.loaded.signatures)
+    self.input_specs = {k: dict(fn.structured_input_signature[1]) for k, fn in self.signatures.items()}
+    self._batchers: Dict[str, Batcher] = {}
+    if batching.enabled:
+      for k in self.signatures:
+        self._batchers[k] = Batcher(lambda x, k=k: self._call(k, x), batching.max_batch_size,
+                                    batching.batch_timeout, name=f"batcher-{name}-{version}-{k}")
+
+  def signature(self, name: str):
+    name = name or "serving_default"
+    if name not in self.signatures:
+      raise NotFound(f'Serving signature name: "{name}" not found in signature def '
+                     f'(model {self.name!r} version {self.version} has {sorted(self.signatures)})')
+    return name
+
+  def validate(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Checks names, dtypes and shapes against the signature; returns arrays of the right dtype."""
+    specs = self.input_specs[signature]
+    if set(inputs) != set(specs):
+      missing, extra = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
+      raise InvalidArgument(f"signature {signature!r} expects inputs {sorted(specs)}; "
+                            f"missing {missing}, unexpected {extra}")
+    out, batch = {}, None
+    for name, spec in specs.items():
+      value = np.asarray(inputs[name])
+      want = spec.dtype.as_numpy_dtype
+      if spec.dtype == tf.string:
+        if value.dtype.kind not in ("S", "U", "O"):
+          raise InvalidArgument(f"input {name!r}: expects DT_STRING, got {value.dtype}")
+        value = value.astype(object)
+      elif value.dtype != want:
+        same_family = (value.dtype.kind in "iu" and np.dtype(want).kind in "iu") or \
+            (value.dtype.kind in "iuf" and np.dtype(want).kind == "f")
+        if not same_family:
+          raise InvalidArgument(f"input {name!r}: expects {spec.dtype.name}, got {value.dtype}")
+        value = value.astype(want)
+      if spec.shape.rank is not None:
+        if value.ndim != spec.shape.rank or any(d is not None and d != v for d, v in zip(spec.shape.as_list(), value.shape)):
+          raise InvalidArgument(f"input {name!r}: expects shape {spec.shape.as_list()} (None = any), "
+                                f"got {list(value.shape)}")
+      if value.ndim:
+        if batch is not None and value.shape[0] != batch:
+          raise InvalidArgument(f"input {name!r}: batch size {value.shape[0]} differs from {batch} of the other inputs")
+        batch = value.shape[0]
+      out[name] = value
+    return out
+
+  def _call(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    result = self.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in result.items()}
+
+  def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    signature = self.signature(signature)
+    arrays = self.validate(signature, inputs)
+    batcher = self._batchers.get(signature)
+    try:
+      return batcher.submit(arrays) if batcher else self._call(signature, arrays)
+    except tf.errors.InvalidArgumentError as e:
+      raise InvalidArgument(e.message) from None
+
+  def unload(self) -> None:
+    for b in self._batchers.values():
+      b.stop()
+
+
+def _numeric_versions(base: str) -> List[int]:
+  try:
+    names = tf.io.gfile.listdir(base)
+  except tf.errors.NotFoundError:
+    return []
+  return sorted(int(n.rstrip("/")) for n in names if n.rstrip("/").isdigit())
+
+
+def _snapshot(path: str) -> Optional[Tuple]:
+  """Listing of a version folder, or None if it is not (yet) a complete SavedModel."""
+  if not os.path.exists(os.path.join(path, "saved_model.pb")):
+    return None
+  if os.path.isdir(os.path.join(path, "variables")) and not os.path.exists(
+      os.path.join(path, "variables", "variables.index")):
+    return None
+  entries = []
+  for dirpath, _, files in os.walk(path):
+    for f in files:
+      st = os.stat(os.path.join(dirpath, f))
+      entries.append((os.path.relpath(os.path.join(dirpath, f), path), st.st_size, st.st_mtime_ns))
+  return tuple(sorted(entries))
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  name: str
+  base_path: str
+  version_labels: Dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class ModelManager:
+  """Serves the latest stable version of each configured model; polls for new ones."""
+
+  def __init__(self, models: List[ModelConfig], poll_interval: float = 1.0,
+               batching: BatchingConfig = BatchingConfig()):
+    if not models:
+      raise ValueError("no models configured")
+    self.models = {m.name: m for m in models}
+    self.poll_interval, self.batching = poll_interval, batching
+    self._live: Dict[str, Dict[int, Servable]] = {m.name: {} for m in models}
+    self._seen: Dict[Tuple[str, int], Tuple] = {}
+    self._failed: Dict[Tuple[str, int], Tuple] = {}
+    self._lock = threading.Lock()
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+
+  # -- lookups ------------------------------------------------------------------------------
+  def get(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> Servable:
+    if name not in self.models:
+      raise NotFound(f"Servable not found for request: model {name!r} is not served "
+                     f"(models: {sorted(self.models)})")
+    live = self._live[name]
+    if label:
+      if label not in self.models[name].version_labels:
+        raise NotFound(f"Unrecognized servable version label: {label!r} for model {name!r}")
+      version = self.models[name].version_labels[label]
+    if version is None:
+      if not live:
+        raise NotFound(f"Servable not found for request: no version of {name!r} is loaded")
+      return live[max(live)]
+    if version not in live:
+      raise NotFound(f"Servable not found for request: Specific({name}, {version}); "
+                     f"available versions {sorted(live)}")
+    return live[version]
+
+  def status(self, name: str, version: Optional[int] = None) -> List[Tuple[int, str]]:
+    if name not in self.models:
+      raise NotFound(f"Could not find any versions of model {name!r}")
+    live = sorted(self._live[name])
+    if version is not None:
+      if version not in live:
+        raise NotFound(f"Could not find version {version} of model {name!r}")
+      live = [version]
+    return [(v, "AVAILABLE") for v in live]
+
+  # -- watching -----------------------------------------------------------------------------
+  def poll_once(self, initial: bool = False) -> None:
+    for name, cfg in self.models.items():
+      wanted = self._wanted(name, cfg, initial)
+      for version in wanted:
+        if version in self._live[name]:
+          continue
+        path = os.path.join(cfg.base_path, str(version))
+        try:
+          t0 = time.time()
+          servable = Servable(name, version, path, self.batching)
+          log.info("loaded %s version %d in %.1f s", name, version, time.time() - t0)
+        except Exception as e:  # pylint: disable=broad-except
+          log.error("failed to load %s version %d from %s: %s", name, version, path, e)
+          self._failed[(name, version)] = self._seen.get((name, version))
+          continue
+        with self._lock:
+          self._live[name] = {**self._live[name], version: servable}
+      with self._lock:                # never drop to zero versions
+        live, old = self._live[name], []
+        if any(v in live for v in wanted):
+          old = [s for v, s in live.items() if v not in wanted]
+          self._live[name] = {v: s for v, s in live.items() if v in wanted}
+      for s in old:
+        log.info("unloaded %s version %d", name, s.version)
+        s.unload()
+
+  def _wanted(self, name: str, cfg: ModelConfig, initial: bool) -> List[int]:
+    """The newest stable, loadable version, plus the labelled ones."""
+    stable = []
+    for version in _numeric_versions(cfg.base_path):
+      path = os.path.join(cfg.base_path, str(version))
+      snap = _snapshot(path)
+      if initial and snap is not None:
+        time.sleep(0.05)
+        prev, snap = snap, _snapshot(path)
+      else:
+        prev = self._seen.get((name, version))
+      self._seen[(name, version)] = snap
+      if snap is None or snap != prev:
+        continue                              # incomplete, or still changing
+      if self._failed.get((name, version)) == snap:
+        continue                              # failed before with these very files
+      stable.append(version)
+    wanted = set(stable[-1:]) | {v for v in cfg.version_labels.values() if v in stable}
+    return sorted(wanted)
+
+  def start(self) -> None:
+    self.poll_once(initial=True)
+    self._thread = threading.Thread(target=self._loop, name="model-watcher", daemon=True)
+    self._thread.start()
+
+  def _loop(self) -> None:
+    while not self._stop.wait(self.poll_interval):
+      try:
+        self.poll_once()
+      except Exception:  # pylint: disable=broad-except
+        log.exception("model watcher poll failed")
+
+  def stop(self) -> None:
+    self._stop.set()
+    if self._thread:
+      self._thread.join(timeout=5)
+    for versions in self._live.values():
+      for s in versions.values():
+        s.unload()
+
+
+def parse_model_config_file(path: str) -> List[ModelConfig]:
+  """TF Serving's models.config (text ModelServerConfig with a model_config_list)."""
+  from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=import-outside-toplevel
+  cfg = model_server_config_pb2.ModelServerConfig()
+  with open(path) as f:
+    text_format.Parse(f.read(), cfg)
+  return [ModelConfig(c.name, c.base_path, dict(c.version_labels)) for c in cfg.model_config_list.config]

@@ -1,0 +1,64 @@
+"""AdCatalogGen's reading and validation of the ad catalogue."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.ad_catalog import CatalogError, read_catalog
+
+
+def _png(colour=(200, 10, 10), size=40):
+  buf = io.BytesIO()
+  Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _catalog(tmp_path, images, extra_rows=""):
+  (tmp_path / "images").mkdir(exist_ok=True)
+  lines = ["ad_id,category_id,brand_id,title_words,image"]
+  for ad, content in images.items():
+    if content is not None:
+      (tmp_path / "images" / f"{ad}.png").write_bytes(content)
+    lines.append(f"{ad},1,b,t,images/{ad}.png")
+  (tmp_path / "ads.csv").write_text("\n".join(lines) + "\n" + extra_rows)
+  return str(tmp_path / "ads.csv")
+
+
+def test_reads_and_resizes(tmp_path):
+  path = _catalog(tmp_path, {"a1": _png(), "a2": _png((0, 0, 255), 16)})
+  rows = list(read_catalog(path, str(tmp_path), image_size=8))
+  assert [(r[0], r[1], r[3]) for r in rows] == [("a1", 1, 1), ("a2", 1, 1)]
+  img = np.asarray(Image.open(io.BytesIO(rows[1][2])))
+  assert img.shape == (8, 8, 3) and tuple(img[0, 0]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (None, "does not exist"), (b"", "is empty"), (b"not a png at all", "cannot be decoded")])
+def test_bad_image_names_the_ad(tmp_path, content, reason):
+  path = _catalog(tmp_path, {"good": _png(), "bad_ad": content})
+  with pytest.raises(CatalogError, match=rf"ads.csv:3: ad 'bad_ad': image file .*bad_ad.png {reason}"):
+    list(read_catalog(path, str(tmp_path), image_size=8))
+
+
+def test_blank_fallback_is_flagged(tmp_path):
+  path = _catalog(tmp_path, {"good": _png(), "bad_ad": b"garbage"})
+  rows = list(read_catalog(path, str(tmp_path), image_size=8, on_bad_image="blank"))
+  assert [r[3] for r in rows] == [1, 0]
+  assert tuple(np.asarray(Image.open(io.BytesIO(rows[1][2])))[0, 0]) == (128, 128, 128)
+
+
+def test_duplicate_ad_and_bad_category(tmp_path):
+  path = _catalog(tmp_path, {"a1": _png()}, extra_rows="a1,2,b,t,images/a1.png\n")
+  with pytest.raises(CatalogError, match="duplicate ad_id 'a1'"):
+    list(read_catalog(path, str(tmp_path), image_size=8))
+  path = _catalog(tmp_path, {"a1": _png()}, extra_rows="a2,shoes,b,t,images/a1.png\n")
+  with pytest.raises(CatalogError, match="ad 'a2': category_id must be an integer"):
+    list(read_catalog(path, str(tmp_path), image_size=8))
+
+
+def test_missing_column(tmp_path):
+  (tmp_path / "ads.csv").write_text("ad_id,category_id\na1,1\n")
+  with pytest.raises(CatalogError, match=r"missing required column\(s\) \['image'\]"):
+    list(read_catalog(str(tmp_path / "ads.csv"), str(tmp_path), image_size=8))
