@@ -11,6 +11,7 @@ alike; figures are medians over rounds.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -105,4 +106,113 @@ def format_training(out: Dict[str, object]) -> str:
   for k, v in out.items():
     if k.endswith("_ratio") or "_speedup_" in k:
       lines.append(f"{k}: {v}")
+  return "\n".join(lines)
+
+
+def _percentile(xs, q):
+  return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100, 1000),
+                  requests: int = 200, repeats: int = 3, concurrency=(1, 4, 8),
+                  throughput_requests: int = 100, port: int = 0, log=print) -> Dict[str, object]:
+  """gRPC latency against `cscnn serve` in a subprocess vs a direct in-process call of the same
+  signature, interleaved request by request; medians over `repeats` runs; then items/s at
+  several client concurrencies (requests of 100 candidates)."""
+  import csv
+  import socket
+  import subprocess
+  import threading
+
+  import grpc
+  import tensorflow as tf
+  from serving.client import CtrClient, candidate_tensors
+  from serving.model_manager import _numeric_versions
+
+  with open(candidates_csv, newline="") as f:
+    rows = [r for _, r in zip(range(max(sizes)), csv.DictReader(f))]
+  while len(rows) < max(sizes):
+    rows = rows + rows
+  versions = _numeric_versions(base_path)
+  if not versions:
+    raise FileNotFoundError(f"no numeric model version under {base_path}")
+  loaded = tf.saved_model.load(os.path.join(base_path, str(versions[-1])))
+  direct = loaded.signatures["serving_raw"]
+  if not port:
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+  server = subprocess.Popen([sys.executable, "-m", "cscnn", "serve", "--model-base-path", base_path,
+                             "--model-name", model, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    client = CtrClient(f"127.0.0.1:{port}", timeout=30)
+    deadline = time.time() + 120
+    while True:
+      try:
+        client.status(model)
+        break
+      except grpc.RpcError:
+        if time.time() > deadline or server.poll() is not None:
+          raise RuntimeError("the model server did not come up")
+        time.sleep(0.3)
+    out: Dict[str, object] = {"model_version": versions[-1], "requests": requests, "repeats": repeats}
+    for n in sizes:
+      cands = rows[:n]
+      request = client.predict_request(model, cands)
+      tensors = candidate_tensors(cands)
+      for _ in range(5):                               # warm up both paths
+        client.predictions.Predict(request, timeout=30)
+        direct(**tensors)
+      per_repeat = {"grpc_p50": [], "grpc_p99": [], "inprocess_p50": [], "inprocess_p99": []}
+      for r in range(repeats):
+        g, d = [], []
+        for _ in range(requests):
+          t0 = time.perf_counter()
+          client.predictions.Predict(request, timeout=30)
+          t1 = time.perf_counter()
+          direct(**tensors)["ctr"].numpy()
+          t2 = time.perf_counter()
+          g.append(t1 - t0)
+          d.append(t2 - t1)
+        per_repeat["grpc_p50"].append(_percentile(g, 50))
+        per_repeat["grpc_p99"].append(_percentile(g, 99))
+        per_repeat["inprocess_p50"].append(_percentile(d, 50))
+        per_repeat["inprocess_p99"].append(_percentile(d, 99))
+      for k, v in per_repeat.items():
+        out[f"{k}_ms_{n}"] = round(statistics.median(v), 3)
+      out[f"ratio_p50_{n}"] = round(out[f"grpc_p50_ms_{n}"] / out[f"inprocess_p50_ms_{n}"], 3)
+      out[f"ratio_p99_{n}"] = round(out[f"grpc_p99_ms_{n}"] / out[f"inprocess_p99_ms_{n}"], 3)
+      log(f"  {n} candidates: gRPC p50 {out[f'grpc_p50_ms_{n}']} ms p99 {out[f'grpc_p99_ms_{n}']} ms", file=sys.stderr)
+    request = client.predict_request(model, rows[:100])
+    for c in concurrency:
+      def worker():
+        for _ in range(throughput_requests):
+          client.predictions.Predict(request, timeout=30)
+      threads = [threading.Thread(target=worker) for _ in range(c)]
+      t0 = time.perf_counter()
+      for t in threads:
+        t.start()
+      for t in threads:
+        t.join()
+      out[f"items_per_s_c{c}"] = round(c * throughput_requests * 100 / (time.perf_counter() - t0), 1)
+    return out
+  finally:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def format_serving(out: Dict[str, object], sizes=(1, 100, 1000)) -> str:
+  lines = [f"model version {out['model_version']}: {out['requests']} requests per size, median of "
+           f"{out['repeats']} runs, gRPC and in-process calls interleaved",
+           f"{'candidates':>10} {'gRPC p50':>9} {'gRPC p99':>9} {'direct p50':>10} {'direct p99':>10} "
+           f"{'p50 ratio':>9} {'p99 ratio':>9}"]
+  for n in sizes:
+    if f"grpc_p50_ms_{n}" in out:
+      lines.append(f"{n:>10} {out[f'grpc_p50_ms_{n}']:>9.2f} {out[f'grpc_p99_ms_{n}']:>9.2f} "
+                   f"{out[f'inprocess_p50_ms_{n}']:>10.2f} {out[f'inprocess_p99_ms_{n}']:>10.2f} "
+                   f"{out[f'ratio_p50_{n}']:>9.2f} {out[f'ratio_p99_{n}']:>9.2f}")
+  for k, v in out.items():
+    if k.startswith("items_per_s_c"):
+      lines.append(f"throughput at concurrency {k[len('items_per_s_c'):]}: {v:,.0f} items/s (100 candidates per request)")
   return "\n".join(lines)

@@ -208,6 +208,21 @@ def _cmd_predict(args) -> int:
   return 0
 
 
+def _cmd_bench_serving(args) -> int:
+  from cscnn.bench import bench_serving, format_serving
+  sizes = tuple(int(n) for n in args.sizes.split(","))
+  try:
+    out = bench_serving(args.model_base_path, args.model_name, args.candidates, sizes=sizes,
+                        requests=args.requests, repeats=args.repeats,
+                        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+                        log=lambda *a, **k: None if args.quiet else print(*a, **k))
+  except (FileNotFoundError, RuntimeError) as e:
+    print(f"cscnn bench serving: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps(out) if args.json else format_serving(out, sizes))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   from tfx_pipeline import configs
   p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
@@ -291,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
   bt.add_argument("--json", action="store_true")
   bt.add_argument("--quiet", action="store_true")
   bt.set_defaults(func=_cmd_bench_training)
+  bs = bench.add_parser("serving", help="gRPC vs in-process latency and throughput of the serving model")
+  bs.add_argument("--model-base-path", default="demo/out/serving/cscnn_ctr")
+  bs.add_argument("--model-name", default="cscnn_ctr")
+  bs.add_argument("--candidates", default="demo/data/impressions/impressions.csv",
+                  help="CSV of candidates (impressions; the label column is ignored)")
+  bs.add_argument("--sizes", default="1,100,1000")
+  bs.add_argument("--requests", type=int, default=200)
+  bs.add_argument("--repeats", type=int, default=3)
+  bs.add_argument("--concurrency", default="1,4,8")
+  bs.add_argument("--json", action="store_true")
+  bs.add_argument("--quiet", action="store_true")
+  bs.set_defaults(func=_cmd_bench_serving)
 
   sv = sub.add_parser("serve", help="serve pushed models with TF Serving's gRPC and REST protocol")
   sv.add_argument("--model-base-path", help="e.g. OUT/serving/cscnn_ctr (holds numeric versions)")

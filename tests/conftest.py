@@ -1,7 +1,37 @@
+import json
 import os
+import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+TINY = ["--impressions", "6000", "--ads", "80", "--categories", "4", "--users", "200"]
+RUN = ["--train-steps", "45", "--eval-steps", "5", "--epochs", "3", "--auc-floor", "0.58"]
+
+
+def cscnn(*args, check=True):
+  proc = subprocess.run([sys.executable, "-m", "cscnn", *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=900)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"cscnn {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+  return proc
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+  base = tmp_path_factory.mktemp("e2e")
+  data, out = str(base / "data"), str(base / "out")
+  cscnn("data", "sample", "--out", data, "--seed", "1", *TINY)
+  first = cscnn("pipeline", "run", "--data", data, "--output", out, *RUN,
+                "--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2")
+  summary = json.loads(cscnn("pipeline", "summary", "--output", out, "--json").stdout)
+  return {"data": data, "out": out, "first_stdout": first.stdout, "first": summary,
+          "serving": os.path.join(out, "serving", "cscnn_ctr")}
+
+

@@ -12,24 +12,12 @@ import json
 import os
 import subprocess
 import sys
+import glob
 import textwrap
 
-import glob
-
 import numpy as np
-import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--impressions", "6000", "--ads", "80", "--categories", "4", "--users", "200"]
-RUN = ["--train-steps", "45", "--eval-steps", "5", "--epochs", "3", "--auc-floor", "0.58"]
-
-
-def cscnn(*args, check=True):
-  proc = subprocess.run([sys.executable, "-m", "cscnn", *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=900)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"cscnn {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-  return proc
+from conftest import ROOT, RUN, cscnn
 
 
 def _serving_state(serving_root):
@@ -50,18 +38,6 @@ def _mlmd_blessings(metadata_path):
   store = mlmd.MetadataStore(cfg)
   return [a.custom_properties["blessed"].int_value
           for a in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda a: a.id)]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  base = tmp_path_factory.mktemp("e2e")
-  data, out = str(base / "data"), str(base / "out")
-  cscnn("data", "sample", "--out", data, "--seed", "1", *TINY)
-  first = cscnn("pipeline", "run", "--data", data, "--output", out, *RUN,
-                "--beam-arg=--direct_running_mode=multi_processing", "--beam-arg=--direct_num_workers=2")
-  summary = json.loads(cscnn("pipeline", "summary", "--output", out, "--json").stdout)
-  return {"data": data, "out": out, "first_stdout": first.stdout, "first": summary,
-          "serving": os.path.join(out, "serving", "cscnn_ctr")}
 
 
 def test_first_run_is_blessed_and_pushed_as_numeric_version(run_dir):
