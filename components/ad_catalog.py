@@ -161,13 +161,15 @@ def load_catalog_arrays(examples_uri: str, image_size: int):
 
 @tfx.dsl.components.component
 def AdCatalogGen(
-    catalog_path: tfx.dsl.components.Parameter[str],
     data_root: tfx.dsl.components.Parameter[str],
     image_size: tfx.dsl.components.Parameter[int],
     examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
+    catalog_path: tfx.dsl.components.Parameter[str] = "ads/ads.csv",
     on_bad_image: tfx.dsl.components.Parameter[str] = "error",
 ) -> tfx.dsl.components.OutputDict(ads=int, fallback_images=int):
-  """Reads, validates and resizes the ad catalogue into an Examples artifact."""
+  """Reads, validates and resizes the ad catalogue (``catalog_path``, relative to
+  ``data_root`` unless absolute) into an Examples artifact."""
+  catalog_path = os.path.join(data_root, catalog_path)
   out_dir = os.path.join(examples.uri, f"Split-{CATALOG_SPLIT}")
   tf.io.gfile.makedirs(out_dir)
   n = bad = 0

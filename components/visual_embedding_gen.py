@@ -28,7 +28,7 @@ from tfx_pipeline import features as F
 
 class VisualTable(tfx.dsl.Artifact):
   """ad_id -> x_v rows (TFRecord of tf.Example) and their statistics."""
-  TYPE_NAME = "VisualTable"
+  TYPE_NAME = "cscnn.VisualTable"   # namespace.Name, as Kubeflow v2 requires
 
 
 TABLE_DIR = "table"

@@ -86,6 +86,14 @@ def _cmd_pipeline_run(args) -> int:
   return 0
 
 
+def _cmd_pipeline_compile(args) -> int:
+  from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
+  compile_pipeline(args.image, args.output, pipeline_root=args.pipeline_root, data_root=args.data_root,
+                   beam_pipeline_args=args.beam_arg, visual_variant=args.variant)
+  print(f"wrote the Kubeflow Pipelines v2 job spec to {args.output} (image {args.image})")
+  return 0
+
+
 def _cmd_pipeline_summary(args) -> int:
   from tfx_pipeline.summary import format_summary, run_summary
   try:
@@ -223,6 +231,30 @@ def _cmd_bench_serving(args) -> int:
   return 0
 
 
+def _cmd_report(args) -> int:
+  from cscnn.report import render_report
+  try:
+    path = render_report(args.output, args.report_dir)
+  except FileNotFoundError as e:
+    print(f"cscnn report: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {path}")
+  return 0
+
+
+def _cmd_tensorboard(args) -> int:
+  import glob
+  runs = sorted(glob.glob(os.path.join(args.output, "pipeline", "*Trainer", "model_run", "*")))
+  if not runs:
+    print(f"cscnn tensorboard: no Trainer logs under {args.output}/pipeline", file=sys.stderr)
+    return 2
+  logdir = ",".join(f"run{os.path.basename(r)}:{r}" for r in runs)
+  cmd = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", logdir, "--host", args.host,
+         "--port", str(args.port)]
+  print(f"TensorBoard on http://{args.host}:{args.port} over {len(runs)} training run(s)", flush=True)
+  os.execv(sys.executable, cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
   from tfx_pipeline import configs
   p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
@@ -274,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--json", action="store_true", help="print the summary as JSON")
   r.add_argument("-v", "--verbose", action="store_true", help="TFX/Beam INFO logs")
   r.set_defaults(func=_cmd_pipeline_run)
+  cp = pipe.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2")
+  cp.add_argument("--target", default="kubeflow", choices=["kubeflow"])
+  cp.add_argument("--image", required=True, help="container image built from the repo's Dockerfile")
+  cp.add_argument("--output", required=True, help="pipeline.json")
+  cp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/cscnn")
+  cp.add_argument("--data-root", default="gs://YOUR_BUCKET/cscnn/data",
+                  help="default of the data_root run-time parameter")
+  cp.add_argument("--variant", default=configs.VISUAL_VARIANT,
+                  choices=["none", "fixed", "finetune", "cbam", "cscnn"])
+  cp.add_argument("--beam-arg", action="append", default=[])
+  cp.set_defaults(func=_cmd_pipeline_compile)
   sm = pipe.add_parser("summary", help="print the outcome of the latest run in OUTPUT")
   sm.add_argument("--output", required=True)
   sm.add_argument("--json", action="store_true")
@@ -341,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
   pr.add_argument("--timeout", type=float, default=10.0)
   pr.add_argument("--json", action="store_true")
   pr.set_defaults(func=_cmd_predict)
+
+  rp = sub.add_parser("report", help="HTML report of the latest pipeline run in OUTPUT")
+  rp.add_argument("--output", required=True)
+  rp.add_argument("--report-dir", default=None, help="default: OUTPUT/report")
+  rp.set_defaults(func=_cmd_report)
+  tb = sub.add_parser("tensorboard", help="TensorBoard over the training logs of OUTPUT")
+  tb.add_argument("--output", required=True)
+  tb.add_argument("--host", default="127.0.0.1")
+  tb.add_argument("--port", type=int, default=6006)
+  tb.set_defaults(func=_cmd_tensorboard)
 
   sc = sub.add_parser("schema", help="print, write or check the curated schema")
   g = sc.add_mutually_exclusive_group()

@@ -207,3 +207,38 @@ def test_bad_csv_is_rejected_with_file_line_and_field(tmp_path):
   proc = cscnn("pipeline", "run", "--data", str(tmp_path), "--output", str(tmp_path / "o"), check=False)
   assert proc.returncode == 2
   assert "x.csv: missing required column(s)" in proc.stderr and "'ad_id'" in proc.stderr
+
+
+def test_report_renders_from_the_run(run_dir, tmp_path):
+  proc = cscnn("report", "--output", run_dir["out"], "--report-dir", str(tmp_path))
+  page = (tmp_path / "index.html").read_text()
+  assert "Blessed" in page and "AUC per slice" in page and "cold ads" in page
+  assert page.count("<img") >= 4, "AUC bars, ROC, calibration and attention maps"
+  for name in ("auc_per_slice.png", "roc.png", "calibration.png"):
+    assert (tmp_path / name).stat().st_size > 5000, name
+  assert "per_user_auc" in run_dir["first"]["metrics"]["overall"]
+  assert 0.5 < run_dir["first"]["metrics"]["overall"]["per_user_auc"] <= 1.0
+  assert str(tmp_path) in proc.stdout
+
+
+def test_tensorboard_command_serves_the_training_logs(run_dir):
+  import socket
+  import urllib.request
+  import time
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  proc = subprocess.Popen([sys.executable, "-m", "cscnn", "tensorboard", "--output", run_dir["out"],
+                           "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+  try:
+    deadline, runs = time.time() + 90, None
+    while time.time() < deadline and runs is None:
+      try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as r:
+          runs = json.loads(r.read())
+      except OSError:
+        time.sleep(1)
+    assert runs, "TensorBoard did not answer"
+  finally:
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -1,6 +1,6 @@
 """Pipeline-wide constants and defaults: the one place for names, sizes and thresholds."""
 
-PIPELINE_NAME = "cscnn_ctr"
+PIPELINE_NAME = "cscnn-ctr"     # Kubeflow wants [a-z0-9-]
 MODEL_NAME = "cscnn_ctr"
 
 # ExampleGen: impressions are read from <data>/impressions/*.csv and hash-split 4:1.

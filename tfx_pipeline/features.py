@@ -21,6 +21,7 @@ import dataclasses
 from typing import Optional, Tuple
 
 LABEL_KEY = "label"
+USER_KEY = "user_id"           # per-user AUC (eq. 13) groups by it
 CATEGORY_KEY = "category_id"   # the slicing feature and the CSCNN category input
 AD_KEY = "ad_id"               # how the visual vector x_v is looked up at serving time
 
@@ -87,7 +88,7 @@ class Feature:
 
 
 FEATURES: Tuple[Feature, ...] = (
-    Feature("user_id", CATEGORICAL, str, oov_buckets=10, description="user id"),
+    Feature(USER_KEY, CATEGORICAL, str, oov_buckets=10, description="user id"),
     Feature("user_city", CATEGORICAL, str, description="user's city"),
     Feature("user_age", CATEGORICAL, int, description="user's age bucket"),
     Feature(AD_KEY, CATEGORICAL, str, oov_buckets=10, description="ad id"),

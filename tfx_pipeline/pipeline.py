@@ -13,7 +13,6 @@ which the Evaluator judges and the Pusher pushes.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
@@ -32,8 +31,9 @@ from tfx_pipeline.schema import SCHEMA_PATH
 
 def eval_config(auc_floor: float = configs.AUC_FLOOR,
                 auc_tolerance: float = configs.AUC_TOLERANCE) -> tfma.EvalConfig:
-  """TFMA config: AUC and calibration figures, overall and per category; the overall AUC is
-  gated by an absolute floor and by no regression beyond `auc_tolerance` vs the baseline."""
+  """TFMA config: AUC, per-user AUC (eq. 13) and calibration figures, overall, per category and
+  on cold ads; the overall AUC is gated by an absolute floor and by no regression beyond
+  `auc_tolerance` vs the baseline."""
   gate = tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(lower_bound={"value": auc_floor}),
       change_threshold=tfma.GenericChangeThreshold(
@@ -53,7 +53,10 @@ def eval_config(auc_floor: float = configs.AUC_FLOOR,
           tfma.MetricConfig(class_name="MeanLabel"),
           tfma.MetricConfig(class_name="MeanPrediction"),
           tfma.MetricConfig(class_name="Calibration"),
-      ])])
+          tfma.MetricConfig(class_name="CalibrationPlot"),
+          tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
+      ]), tfma.MetricsSpec(query_key=F.USER_KEY, metrics=[
+          tfma.MetricConfig(class_name="PerUserAUC", module="tfx_pipeline.metrics")])])
 
 
 def create_pipeline(
@@ -73,6 +76,8 @@ def create_pipeline(
     on_bad_image: str = "error",
     table_min_impressions: int = 0,
     table_top_k: int = 0,
+    schema_path: str = SCHEMA_PATH,
+    enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline. Pure: no I/O, no global state.
 
@@ -97,6 +102,9 @@ def create_pipeline(
     image_size: images are resized to this size by AdCatalogGen.
     on_bad_image: ``error`` (default) or ``blank`` (grey fallback image) for bad catalogue images.
     table_min_impressions, table_top_k: frequency control of the visual table (0 = off).
+    schema_path: the curated schema file (where the project lives on the machine that runs
+      ImportSchemaGen: this repo locally, the container's copy on Kubeflow).
+    enable_cache: reuse component outputs of earlier runs with the same inputs.
   """
   trainer_config = dict(trainer_config or {})
   trainer_config["visual"] = {**trainer_config.get("visual", {}), "variant": visual_variant,
@@ -111,7 +119,7 @@ def create_pipeline(
           tfx.proto.SplitConfig.Split(name="eval", hash_buckets=configs.TRAIN_EVAL_BUCKETS[1]),
       ])))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_PATH)
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
   anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
@@ -135,8 +143,8 @@ def create_pipeline(
     trainer = tfx.components.Trainer(**trainer_args)
     serving_model = trainer.outputs["model"]
   else:
-    catalog_gen = AdCatalogGen(catalog_path=os.path.join(data_root, configs.CATALOG_PATH),
-                               data_root=data_root, image_size=image_size, on_bad_image=on_bad_image)
+    catalog_gen = AdCatalogGen(data_root=data_root, catalog_path=configs.CATALOG_PATH,
+                               image_size=image_size, on_bad_image=on_bad_image)
     trainer = VisualTrainer(catalog=catalog_gen.outputs["examples"], **trainer_args)
     embedding_gen = VisualEmbeddingGen(
         model=trainer.outputs["model"], catalog=catalog_gen.outputs["examples"],
@@ -168,7 +176,7 @@ def create_pipeline(
       pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
                   transform, trainer, *visual_components, model_resolver, evaluator, pusher],
-      enable_cache=False,
+      enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],
   )

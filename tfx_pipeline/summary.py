@@ -26,19 +26,23 @@ def _latest(store, type_name):
   return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
-def _metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
-  """{slice name: {metric: value}} for the candidate model."""
+def slice_name(slice_key) -> str:
+  parts = []
+  for s in slice_key.single_slice_keys:
+    kind = s.WhichOneof("kind")
+    value = getattr(s, kind) if kind else ""
+    parts.append(f"{s.column}={value.decode() if isinstance(value, bytes) else value}")
+  return ",".join(parts) or "overall"
+
+
+def _metrics(eval_uri: str, baseline: bool = False) -> Dict[str, Dict[str, float]]:
+  """{slice name: {metric: value}} for the candidate model (or the baseline)."""
   import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
   out: Dict[str, Dict[str, float]] = {}
   for m in tfma.load_metrics(eval_uri):
-    parts = []
-    for s in m.slice_key.single_slice_keys:
-      kind = s.WhichOneof("kind")
-      value = getattr(s, kind) if kind else ""
-      parts.append(f"{s.column}={value.decode() if isinstance(value, bytes) else value}")
-    name = ",".join(parts) or "overall"
+    name = slice_name(m.slice_key)
     for kv in m.metric_keys_and_values:
-      if kv.key.is_diff or kv.key.model_name == "baseline":
+      if kv.key.is_diff or (kv.key.model_name == "baseline") != baseline:
         continue
       if kv.value.HasField("double_value"):
         out.setdefault(name, {})[kv.key.name] = kv.value.double_value.value
@@ -56,6 +60,8 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
   pushed = _latest(store, "PushedModel")
   if evaluation is not None:
     summary["metrics"] = _metrics(evaluation.uri)
+    summary["baseline_metrics"] = _metrics(evaluation.uri, baseline=True)
+    summary["evaluation_uri"] = evaluation.uri
     result = tfma.load_validation_result(evaluation.uri)
     summary["validation_ok"] = bool(result.validation_ok)
     failures: List[str] = []
@@ -64,7 +70,7 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
         failures.append(f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}"
                         f" = {f.metric_value.double_value.value:.4f}: {f.message}")
     summary["validation_failures"] = failures
-  table = _latest(store, "VisualTable")
+  table = _latest(store, "cscnn.VisualTable")
   if table is not None:
     import json  # pylint: disable=import-outside-toplevel
     stats = os.path.join(table.uri, "stats.json")
@@ -88,6 +94,8 @@ def format_summary(s: Dict[str, Any]) -> str:
     lines.append(f"eval rows: {int(overall.get('example_count', 0))}   AUC overall: "
                  f"{overall.get('auc', float('nan')):.4f}   mean label {overall.get('mean_label', 0):.4f}"
                  f"   mean prediction {overall.get('mean_prediction', 0):.4f}")
+    if "per_user_auc" in overall:
+      lines.append(f"per-user AUC (eq. 13): {overall['per_user_auc']:.4f}")
     cats = sorted((k for k in metrics if k.startswith(F.CATEGORY_KEY + "=")),
                   key=lambda k: int(k.split("=")[1]) if k.split("=")[1].isdigit() else k)
     for k in cats:

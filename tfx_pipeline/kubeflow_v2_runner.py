@@ -1,0 +1,39 @@
+"""Compiles the same `create_pipeline(...)` for Kubeflow Pipelines v2 (KubeflowV2DagRunner).
+
+Only resolves paths and parameters. The data root and the pipeline root are run-time
+parameters of the compiled job (``data_root``; the pipeline root is KFP's ``gcsOutputDirectory``
+/ pipeline root, overridable when the job is submitted). Every component runs in IMAGE, built
+from the repo's Dockerfile, which installs the project at /opt/cscnn.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+from tfx import v1 as tfx
+
+from tfx_pipeline import configs
+from tfx_pipeline.pipeline import create_pipeline
+
+IMAGE_PROJECT_DIR = "/opt/cscnn"   # WORKDIR of the Dockerfile
+IMAGE_SCHEMA_PATH = os.path.join(IMAGE_PROJECT_DIR, "tfx_pipeline", "schema", "schema.pbtxt")
+
+
+def compile_pipeline(image: str, output_file: str, pipeline_root: str = "gs://YOUR_BUCKET/cscnn",
+                     data_root: str = "gs://YOUR_BUCKET/cscnn/data", serving_dir: Optional[str] = None,
+                     beam_pipeline_args: Optional[List[str]] = None, **pipeline_kwargs) -> Dict:
+  data = tfx.dsl.experimental.RuntimeParameter(name="data_root", ptype=str, default=data_root)
+  pipeline = create_pipeline(
+      pipeline_name=configs.PIPELINE_NAME,
+      pipeline_root=pipeline_root,
+      data_root=data,
+      serving_model_dir=serving_dir or os.path.join(pipeline_root, "serving", configs.MODEL_NAME),
+      beam_pipeline_args=beam_pipeline_args,
+      schema_path=IMAGE_SCHEMA_PATH,
+      **pipeline_kwargs)
+  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+      output_dir=os.path.dirname(os.path.abspath(output_file)),
+      output_filename=os.path.basename(output_file))
+  return runner.run(pipeline, write_out=True)
