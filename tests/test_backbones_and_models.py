@@ -200,3 +200,46 @@ def test_cost_matches_paper_formula_at_production_settings():
   assert abs(added - 3.0e6) / 3.0e6 < 0.01, added                       # "about 3.0M"
   assert (cscnn["flops"] - cbam["flops"]) / cbam["flops"] < 0.001       # paper: 0.03%
   assert abs(plain["flops"] - 1.82e9) / 1.82e9 < 0.01                   # Table 2: 1.82 GFLOPs
+
+
+@pytest.mark.parametrize("setting", ["mixed_float16", "mirrored"])
+def test_trains_under_mixed_precision_and_a_distribution_strategy(setting):
+  from tfx_pipeline.trainer import _strategy
+  cfg = VisualConfig("cscnn", "light", image_size=16, channel_prior=4, spatial_prior=3)
+  if setting == "mixed_float16":
+    keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    with _strategy("mirrored" if setting == "mirrored" else "default").scope():
+      model = build_model(F.FEATURES, _id_space(), SMALL_DCN, cfg)
+    x = _ctr_inputs(n=8, size=16)
+    loss = model.train_on_batch(x, np.ones((8, 1), "float32"))
+    assert np.isfinite(loss[0] if isinstance(loss, list) else loss)
+    assert model(x).dtype == "float32"                         # P(click) stays float32
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_visual_table_frequency_control():
+  from components.visual_embedding_gen import select_rows
+  ads = ["a", "b", "c", "d"]
+  counts = {"a": 10, "b": 2, "c": 7}
+  assert select_rows(ads, counts, 0, 0) == [0, 2, 1, 3]          # most shown first, all kept
+  assert select_rows(ads, counts, 5, 0) == [0, 2]                # at least 5 impressions
+  assert select_rows(ads, counts, 0, 2) == [0, 2]                # top-2
+  assert select_rows(ads, counts, 3, 1) == [0]
+
+
+def test_visual_table_lookup_and_category_mean_fallback(tmp_path):
+  from models.visual_table import VisualTable
+  table = VisualTable(3, 2, num_categories=3)
+  table.set_table(keys=[5, 1, 9], vectors=[[1, 2], [3, 4], [10, 20]], categories=[0, 0, 1])
+  x_v, fallback = table((np.array([9, 1, 7, 8]), np.array([1, 0, 0, 2])))
+  np.testing.assert_allclose(np.asarray(x_v), [[10, 20], [3, 4], [2, 3], [14 / 3, 26 / 3]], rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(fallback).ravel(), [0, 0, 1, 1])
+  inp = (keras.Input((), dtype="int64"), keras.Input((), dtype="int64"))
+  model = keras.Model(inp, table(inp))
+  model.save(str(tmp_path / "t.keras"))
+  again = keras.models.load_model(str(tmp_path / "t.keras"))((np.array([9, 7]), np.array([1, 0])))
+  np.testing.assert_allclose(np.asarray(again[0]), [[10, 20], [2, 3]], rtol=1e-6)
+  with pytest.raises(ValueError, match="duplicate"):
+    VisualTable(2, 2, 1).set_table([1, 1], [[0, 0], [1, 1]], [0, 0])
