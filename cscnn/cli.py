@@ -69,7 +69,7 @@ def _cmd_pipeline_run(args) -> int:
   t0 = time.time()
   print(f"running TFX pipeline (LocalDagRunner) on {args.data} -> {args.output}", flush=True)
   try:
-    local_runner.run(args.data, args.output, beam_pipeline_args=args.beam_arg,
+    local_runner.run(args.data, args.output, beam_pipeline_args=args.beam_arg, only_node=args.only_node,
                      train_steps=args.train_steps, eval_steps=args.eval_steps,
                      trainer_config=_trainer_config(args), auc_floor=args.auc_floor,
                      auc_tolerance=args.auc_tolerance, visual_variant=args.variant,
@@ -78,6 +78,9 @@ def _cmd_pipeline_run(args) -> int:
   except Exception as e:  # pylint: disable=broad-except
     print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
     return 1
+  if args.only_node:
+    print(f"component {args.only_node} finished in {time.time() - t0:.1f} s")
+    return 0
   summary = run_summary(args.output)
   summary["wall_time_s"] = round(time.time() - t0, 1)
   print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
@@ -91,6 +94,17 @@ def _cmd_pipeline_compile(args) -> int:
   compile_pipeline(args.image, args.output, pipeline_root=args.pipeline_root, data_root=args.data_root,
                    beam_pipeline_args=args.beam_arg, visual_variant=args.variant)
   print(f"wrote the Kubeflow Pipelines v2 job spec to {args.output} (image {args.image})")
+  return 0
+
+
+def _cmd_pipeline_nodes(args) -> int:
+  from tfx_pipeline.local_runner import nodes
+  out = nodes(visual_variant=args.variant)
+  if args.json:
+    print(json.dumps(out, indent=1))
+  else:
+    for n in out:
+      print(f"{n['id']:<40} after {', '.join(n['upstream']) or '-'}")
   return 0
 
 
@@ -304,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--table-top-k", type=int, default=0, help="keep only the K most shown ads (0 = all)")
   r.add_argument("--skip-input-check", action="store_true", help="skip the CSV pre-flight check")
   r.add_argument("--json", action="store_true", help="print the summary as JSON")
+  r.add_argument("--only-node", default=None, metavar="COMPONENT_ID",
+                 help="run one component (a TFX partial run on the latest run's artifacts in OUTPUT)")
   r.add_argument("-v", "--verbose", action="store_true", help="TFX/Beam INFO logs")
   r.set_defaults(func=_cmd_pipeline_run)
   cp = pipe.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2")
@@ -317,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
                   choices=["none", "fixed", "finetune", "cbam", "cscnn"])
   cp.add_argument("--beam-arg", action="append", default=[])
   cp.set_defaults(func=_cmd_pipeline_compile)
+  nd = pipe.add_parser("nodes", help="the pipeline's components in order, with their upstream ones")
+  nd.add_argument("--variant", default=configs.VISUAL_VARIANT,
+                  choices=["none", "fixed", "finetune", "cbam", "cscnn"])
+  nd.add_argument("--json", action="store_true")
+  nd.set_defaults(func=_cmd_pipeline_nodes)
   sm = pipe.add_parser("summary", help="print the outcome of the latest run in OUTPUT")
   sm.add_argument("--output", required=True)
   sm.add_argument("--json", action="store_true")

@@ -56,6 +56,10 @@ def _img_tag(path: str, alt: str) -> str:
   return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _label(name: str) -> str:
+  return {"ad_is_cold=1": "cold ads", "ad_is_cold=0": "warm ads"}.get(name, name)
+
+
 def _slice_order(name: str):
   kind, _, value = name.partition("=")
   return (name != "overall", kind, float(value) if value.replace(".", "", 1).isdigit() else value)
@@ -80,8 +84,7 @@ def render_report(output_dir: str, report_dir: str = None) -> str:
   ax.bar(x - 0.2, [metrics[k]["auc"] for k in slices], 0.4, label="candidate")
   if base:
     ax.bar(x + 0.2, [base.get(k, {}).get("auc", np.nan) for k in slices], 0.4, label="baseline (latest blessed)")
-  ax.set_xticks(x, [k.replace("ad_is_cold=1", "cold ads").replace("ad_is_cold=0", "warm ads") for k in slices],
-                rotation=30, ha="right")
+  ax.set_xticks(x, [_label(k) for k in slices], rotation=30, ha="right")
   lo = min(metrics[k]["auc"] for k in slices)
   ax.set_ylim(max(0.0, lo - 0.1), 1.0)
   ax.set_ylabel("AUC")
@@ -114,7 +117,7 @@ def render_report(output_dir: str, report_dir: str = None) -> str:
   blessed = s.get("blessed")
   why = s.get("validation_failures") or []
   rows = "".join(
-      f"<tr><td>{html.escape(k)}</td><td>{int(metrics[k].get('example_count', 0))}</td>"
+      f"<tr><td>{html.escape(_label(k))}</td><td>{int(metrics[k].get('example_count', 0))}</td>"
       f"<td>{metrics[k]['auc']:.4f}</td><td>{base.get(k, {}).get('auc', float('nan')):.4f}</td>"
       f"<td>{metrics[k].get('per_user_auc', float('nan')):.4f}</td>"
       f"<td>{metrics[k].get('mean_prediction', float('nan')):.4f}</td><td>{metrics[k].get('mean_label', float('nan')):.4f}</td></tr>"
