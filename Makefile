@@ -4,12 +4,16 @@ SHELL := /bin/bash
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lock clean-env
+.PHONY: setup airflow test demo lock clean-env
 
 setup:
 	@bash scripts/setup.sh
 
-test: setup
+# Airflow 3 in its own venv inside the environment (the DAG test needs it).
+airflow: setup
+	@bash scripts/setup_airflow.sh
+
+test: setup airflow
 	bin/env python -m pytest -q tests $(PYTEST_ARGS)
 
 demo: setup
