@@ -36,6 +36,9 @@ def _trainer_config(args):
   if args.embedding_dim is not None:
     model["embedding_dim"] = args.embedding_dim
   visual = {"backbone": args.backbone}
+  for key in ("attention", "channel_prior", "spatial_prior", "attention_layers"):
+    if getattr(args, key) is not None:
+      visual[key] = getattr(args, key)
   if args.no_dedup:
     visual["dedup"] = False
   return {"model": model, "visual": visual, "batch_size": args.batch_size, "epochs": args.epochs,
@@ -269,6 +272,21 @@ def _cmd_tensorboard(args) -> int:
   os.execv(sys.executable, cmd)
 
 
+def _cmd_experiment_ablation(args) -> int:
+  from cscnn.experiment import run_ablation
+  run_args = ["--train-steps", str(args.train_steps), "--backbone", args.backbone, *args.run_arg]
+  try:
+    run_ablation(args.data, args.output, grid=args.grid, variants=args.variants.split(","),
+                 seeds=args.seeds, run_args=run_args, log=lambda m: print(m, flush=True))
+  except (ValueError, RuntimeError) as e:
+    print(f"cscnn experiment ablation: {e}", file=sys.stderr)
+    return 1
+  with open(os.path.join(args.output, "table.md")) as f:
+    print(f.read())
+  print(f"table: {args.output}/table.md, {args.output}/table.csv; plot: {args.output}/ablation.png")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   from tfx_pipeline import configs
   p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
@@ -310,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--impressions-per-ad", type=int, default=configs.IMPRESSIONS_PER_AD,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")
   r.add_argument("--no-dedup", action="store_true", help="run the CNN on every impression")
+  r.add_argument("--attention", default=None,
+                 choices=["none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn"],
+                 help="override the variant's attention kind (paper Table 5)")
+  r.add_argument("--channel-prior", type=int, default=None, help="C' (default 20)")
+  r.add_argument("--spatial-prior", type=int, default=None, help="H' = W' (default 7)")
+  r.add_argument("--attention-layers", type=int, default=None, help="L': attention on the last L' conv layers")
   r.add_argument("--mixed-precision", action="store_true")
   r.add_argument("--distribution", default="default", choices=["default", "mirrored"])
   r.add_argument("--on-bad-image", default="error", choices=["error", "blank"])
@@ -405,6 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
   pr.add_argument("--timeout", type=float, default=10.0)
   pr.add_argument("--json", action="store_true")
   pr.set_defaults(func=_cmd_predict)
+
+  ex = sub.add_parser("experiment", help="experiments").add_subparsers(dest="experiment_command", required=True)
+  ab = ex.add_parser("ablation", help="restartable grid of pipeline runs over configurations and seeds")
+  ab.add_argument("--data", required=True)
+  ab.add_argument("--output", required=True)
+  ab.add_argument("--grid", default="variants", choices=["variants", "table5", "figure5"])
+  ab.add_argument("--variants", default="none,fixed,finetune,cbam,cscnn")
+  ab.add_argument("--seeds", type=int, default=3)
+  ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS)
+  ab.add_argument("--backbone", default="light", choices=["light", "resnet18", "cnnf"])
+  ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")
+  ab.set_defaults(func=_cmd_experiment_ablation)
 
   rp = sub.add_parser("report", help="HTML report of the latest pipeline run in OUTPUT")
   rp.add_argument("--output", required=True)

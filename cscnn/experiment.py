@@ -1,0 +1,144 @@
+"""`cscnn experiment ablation`: the paper's comparisons as restartable grids of pipeline runs.
+
+Every cell is one full pipeline run (same data, same hash split of ExampleGen, same training
+budget) of one configuration with one trainer seed, into ``OUTPUT/cells/<label>_seed<k>/``.
+A finished cell leaves ``result.json`` (written atomically) and is never recomputed, so an
+interrupted experiment resumes where it stopped. The table (Markdown and CSV, mean and std over
+seeds and every seed's value) and a plot are rebuilt from the cells at the end.
+
+Grids:
+- ``variants`` (Table 8 / Table 4): the visual variants given with ``--variants``.
+- ``table5``: SE, CBAM-channel and CBAM, each without and with the category prior.
+- ``figure5``: CSCNN's hyper-parameters C', H' = W' and L' one at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Sequence, Tuple
+
+METRICS = (("auc", "AUC"), ("per_user_auc", "per-user AUC"), ("cold_auc", "cold-ad AUC"))
+
+GRIDS = {
+    "table5": [(k, ["--variant", "cscnn", "--attention", k])
+               for k in ("se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn")],
+    "figure5": ([(f"C'={c}", ["--variant", "cscnn", "--channel-prior", str(c)]) for c in (5, 10, 20, 40)]
+                + [(f"H'={h}", ["--variant", "cscnn", "--spatial-prior", str(h)]) for h in (3, 5, 7, 9)]
+                + [(f"L'={n}", ["--variant", "cscnn", "--attention-layers", str(n)]) for n in (1, 2, 3)]),
+}
+
+
+def cells_for(grid: str, variants: Sequence[str]) -> List[Tuple[str, List[str]]]:
+  if grid == "variants":
+    return [(v, ["--variant", v]) for v in variants]
+  if grid not in GRIDS:
+    raise ValueError(f"grid must be variants, {', '.join(GRIDS)}; got {grid!r}")
+  return GRIDS[grid]
+
+
+def _cell_result(summary: Dict, label: str, seed: int, wall: float) -> Dict:
+  m = summary["metrics"]
+  return {"label": label, "seed": seed, "auc": m["overall"]["auc"],
+          "per_user_auc": m["overall"].get("per_user_auc"),
+          "cold_auc": m.get("ad_is_cold=1", {}).get("auc"),
+          "cold_rows": int(m.get("ad_is_cold=1", {}).get("example_count", 0)),
+          "eval_rows": int(m["overall"].get("example_count", 0)), "wall_time_s": round(wall, 1)}
+
+
+def run_ablation(data: str, output: str, grid: str = "variants",
+                 variants: Sequence[str] = ("none", "fixed", "finetune", "cbam", "cscnn"),
+                 seeds: int = 3, run_args: Sequence[str] = (), log=print) -> List[Dict]:
+  cells = cells_for(grid, variants)
+  results = []
+  total, done = len(cells) * seeds, 0
+  t_start = time.time()
+  for seed in range(seeds):                      # seed-major: a partial run already compares variants
+    for label, args in cells:
+      cell = os.path.join(output, "cells", f"{label}_seed{seed}".replace("'", "").replace("=", ""))
+      result_path = os.path.join(cell, "result.json")
+      done += 1
+      if os.path.exists(result_path):
+        with open(result_path) as f:
+          results.append(json.load(f))
+        log(f"[{done}/{total}] {label} seed {seed}: done before, kept")
+        continue
+      os.makedirs(cell, exist_ok=True)
+      t0 = time.time()
+      cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", data, "--output",
+             os.path.join(cell, "run"), "--seed", str(seed), "--auc-floor", "0", "--json",
+             *args, *run_args]
+      proc = subprocess.run(cmd, capture_output=True, text=True)
+      with open(os.path.join(cell, "log.txt"), "w") as f:
+        f.write(proc.stdout + "\n" + proc.stderr)
+      if proc.returncode != 0:
+        raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
+      text = proc.stdout
+      summary = json.loads(text[text.index("{\n"):])
+      result = _cell_result(summary, label, seed, time.time() - t0)
+      with open(result_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+      os.replace(result_path + ".tmp", result_path)
+      results.append(result)
+      elapsed = time.time() - t_start
+      log(f"[{done}/{total}] {label} seed {seed}: AUC {result['auc']:.4f} "
+          f"({result['wall_time_s']:.0f} s; {elapsed / 60:.1f} min so far)")
+  write_table(results, [c[0] for c in cells], output)
+  return results
+
+
+def _mean_std(values):
+  values = [v for v in values if v is not None]
+  if not values:
+    return None, None
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def write_table(results: List[Dict], labels: Sequence[str], output: str) -> Dict[str, str]:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  by = {l: [r for r in results if r["label"] == l] for l in labels}
+  md = ["| configuration | seeds | " + " | ".join(f"{name} (mean ± std)" for _, name in METRICS)
+        + " | per seed AUC |", "|---|---|" + "---|" * len(METRICS) + "---|"]
+  rows = []
+  for l in labels:
+    cells = sorted(by[l], key=lambda r: r["seed"])
+    stats = {k: _mean_std([r[k] for r in cells]) for k, _ in METRICS}
+    fmt = lambda ms: "n/a" if ms[0] is None else f"{ms[0]:.4f} ± {ms[1]:.4f}"  # noqa: E731
+    md.append(f"| {l} | {len(cells)} | " + " | ".join(fmt(stats[k]) for k, _ in METRICS)
+              + " | " + ", ".join(f"{r['auc']:.4f}" for r in cells) + " |")
+    rows.append({"configuration": l, "seeds": len(cells),
+                 **{f"{k}_mean": stats[k][0] for k, _ in METRICS},
+                 **{f"{k}_std": stats[k][1] for k, _ in METRICS},
+                 "auc_per_seed": " ".join(f"{r['auc']:.4f}" for r in cells)})
+  paths = {"markdown": os.path.join(output, "table.md"), "csv": os.path.join(output, "table.csv"),
+           "plot": os.path.join(output, "ablation.png")}
+  with open(paths["markdown"], "w") as f:
+    f.write("\n".join(md) + "\n")
+  with open(paths["csv"], "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+  fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6))
+  for ax, (k, name) in zip(axes, METRICS):
+    x = range(len(labels))
+    for i, l in enumerate(labels):
+      vals = [r[k] for r in by[l] if r[k] is not None]
+      if vals:
+        ax.bar(i, statistics.fmean(vals), color="#9bbbe0")
+        ax.scatter([i] * len(vals), vals, color="#1f4e8c", s=12, zorder=3)
+    ax.set_xticks(list(x), labels, rotation=30, ha="right")
+    ax.set_title(name)
+    lows = [r[k] for r in results if r[k] is not None]
+    if lows:
+      ax.set_ylim(min(lows) - 0.02, max(lows) + 0.02)
+  fig.tight_layout()
+  fig.savefig(paths["plot"], dpi=110)
+  plt.close(fig)
+  return paths

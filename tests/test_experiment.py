@@ -1,0 +1,31 @@
+"""The ablation harness: cells are pipeline runs, finished cells are kept on a rerun, and the
+table and plot are written."""
+
+import csv
+import json
+import os
+
+from conftest import TINY, cscnn
+
+
+def test_ablation_runs_cells_once_and_writes_table(tmp_path):
+  data, out = str(tmp_path / "data"), str(tmp_path / "exp")
+  cscnn("data", "sample", "--out", data, "--seed", "5", *TINY)
+  args = ["experiment", "ablation", "--data", data, "--output", out, "--variants", "none,cscnn",
+          "--seeds", "1", "--train-steps", "20", "--run-arg=--eval-steps=3"]
+  first = cscnn(*args)
+  assert "[2/2] cscnn seed 0: AUC" in first.stdout
+  result = os.path.join(out, "cells", "cscnn_seed0", "result.json")
+  stamp = os.stat(result).st_mtime_ns
+  again = cscnn(*args)
+  assert again.stdout.count("done before, kept") == 2
+  assert os.stat(result).st_mtime_ns == stamp
+  with open(os.path.join(out, "table.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["configuration"] for r in rows] == ["none", "cscnn"]
+  with open(result) as f:
+    r = json.load(f)
+  assert abs(float(rows[1]["auc_mean"]) - r["auc"]) < 1e-9 and 0 < r["auc"] < 1
+  assert r["per_user_auc"] is not None and r["cold_rows"] >= 0
+  assert "| none | 1 |" in open(os.path.join(out, "table.md")).read()
+  assert os.path.getsize(os.path.join(out, "ablation.png")) > 5000
