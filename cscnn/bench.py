@@ -128,6 +128,7 @@ def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100
   import tensorflow as tf
   from serving.client import CtrClient, candidate_tensors
   from serving.model_manager import _numeric_versions
+  from tfx_pipeline.export import SERVING_RAW
 
   with open(candidates_csv, newline="") as f:
     rows = [r for _, r in zip(range(max(sizes)), csv.DictReader(f))]
@@ -137,7 +138,7 @@ def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100
   if not versions:
     raise FileNotFoundError(f"no numeric model version under {base_path}")
   loaded = tf.saved_model.load(os.path.join(base_path, str(versions[-1])))
-  direct = loaded.signatures["serving_raw"]
+  direct = loaded.signatures[SERVING_RAW]
   if not port:
     with socket.socket() as s:
       s.bind(("127.0.0.1", 0))

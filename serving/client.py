@@ -14,8 +14,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grp
                                      prediction_service_pb2_grpc)
 
 from tfx_pipeline import features as F
-
-SERVING_RAW = "serving_raw"
+from tfx_pipeline.export import SERVING_RAW
 
 
 class CandidateError(ValueError):

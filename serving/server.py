@@ -27,11 +27,11 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
                                      regression_pb2)
 
+from models.dcn import OUTPUT_KEY as CTR_OUTPUT
 from serving.errors import InvalidArgument, NotFound, ServingError, Unimplemented
 from serving.model_manager import ModelManager, Servable
 
 log = logging.getLogger("cscnn.serving")
-CTR_OUTPUT = "ctr"
 
 
 def _spec_version(model_spec) -> Dict:
