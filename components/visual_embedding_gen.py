@@ -66,12 +66,8 @@ class _EmbedFn(beam.DoFn):
       yield _row_example(r[F.AD_KEY].numpy().decode(), c, v)
 
 
-def read_table(table_uri: str):
-  """(ad_ids, raw categories int64[N], x_v float32[N, D]) of a VisualTable artifact."""
-  return _read_rows(tf.io.gfile.glob(os.path.join(table_uri, TABLE_DIR, "*.gz")))
-
-
 def _read_rows(files):
+  """(ad_ids, raw categories int64[N], x_v float32[N, D]) of table rows in `files`."""
   ids, cats, vecs = [], [], []
   for rec in tf.data.TFRecordDataset(files, compression_type="GZIP"):
     ex = tf.train.Example.FromString(rec.numpy())

@@ -127,14 +127,14 @@ def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100
   import grpc
   import tensorflow as tf
   from serving.client import CtrClient, candidate_tensors
-  from serving.model_manager import _numeric_versions
+  from serving.model_manager import numeric_versions
   from tfx_pipeline.export import SERVING_RAW
 
   with open(candidates_csv, newline="") as f:
     rows = [r for _, r in zip(range(max(sizes)), csv.DictReader(f))]
   while len(rows) < max(sizes):
     rows = rows + rows
-  versions = _numeric_versions(base_path)
+  versions = numeric_versions(base_path)
   if not versions:
     raise FileNotFoundError(f"no numeric model version under {base_path}")
   loaded = tf.saved_model.load(os.path.join(base_path, str(versions[-1])))

@@ -112,7 +112,7 @@ class Servable:
       b.stop()
 
 
-def _numeric_versions(base: str) -> List[int]:
+def numeric_versions(base: str) -> List[int]:
   try:
     names = tf.io.gfile.listdir(base)
   except tf.errors.NotFoundError:
@@ -217,7 +217,7 @@ class ModelManager:
   def _wanted(self, name: str, cfg: ModelConfig, initial: bool) -> List[int]:
     """The newest stable, loadable version, plus the labelled ones."""
     stable = []
-    for version in _numeric_versions(cfg.base_path):
+    for version in numeric_versions(cfg.base_path):
       path = os.path.join(cfg.base_path, str(version))
       snap = _snapshot(path)
       if initial and snap is not None:

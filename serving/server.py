@@ -43,6 +43,14 @@ def _spec_version(model_spec) -> Dict:
   return {}
 
 
+def _set_spec(spec, servable: Servable, signature: str = "") -> None:
+  """The model_spec a response echoes: the servable that answered and the signature used."""
+  spec.name = servable.name
+  spec.version.value = servable.version
+  if signature:
+    spec.signature_name = signature
+
+
 def _abort(context, error: ServingError):
   context.abort(getattr(grpc.StatusCode, error.grpc_code), str(error))
 
@@ -81,9 +89,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
       if unknown:
         raise InvalidArgument(f"output_filter names unknown outputs {unknown}; outputs are {sorted(outputs)}")
       response = predict_pb2.PredictResponse()
-      response.model_spec.name = servable.name
-      response.model_spec.version.value = servable.version
-      response.model_spec.signature_name = servable.signature(request.model_spec.signature_name)
+      _set_spec(response.model_spec, servable, servable.signature(request.model_spec.signature_name))
       for k in wanted:
         response.outputs[k].CopyFrom(tf.make_tensor_proto(outputs[k]))
       return response
@@ -97,8 +103,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         raise InvalidArgument(f"metadata_field must be 'signature_def', got {sorted(fields)}")
       servable = self._servable(request.model_spec)
       response = get_model_metadata_pb2.GetModelMetadataResponse()
-      response.model_spec.name = servable.name
-      response.model_spec.version.value = servable.version
+      _set_spec(response.model_spec, servable)
       sigs = get_model_metadata_pb2.SignatureDefMap()
       for k, v in servable.signature_defs.items():
         sigs.signature_def[k].CopyFrom(v)
@@ -120,8 +125,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     try:
       servable, signature, p = self._score_examples(request)
       response = regression_pb2.RegressionResponse()
-      response.model_spec.name, response.model_spec.signature_name = servable.name, signature
-      response.model_spec.version.value = servable.version
+      _set_spec(response.model_spec, servable, signature)
       for v in p:
         response.result.regressions.add(value=float(v))
       return response
@@ -133,8 +137,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     try:
       servable, signature, p = self._score_examples(request)
       response = classification_pb2.ClassificationResponse()
-      response.model_spec.name, response.model_spec.signature_name = servable.name, signature
-      response.model_spec.version.value = servable.version
+      _set_spec(response.model_spec, servable, signature)
       for v in p:
         c = response.result.classifications.add()
         c.classes.add(label="0", score=float(1 - v))

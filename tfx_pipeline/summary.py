@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, List
 
@@ -72,7 +73,6 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
     summary["validation_failures"] = failures
   table = _latest(store, "cscnn.VisualTable")
   if table is not None:
-    import json  # pylint: disable=import-outside-toplevel
     stats = os.path.join(table.uri, "stats.json")
     if os.path.exists(stats):
       with open(stats) as f:
