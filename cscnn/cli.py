@@ -95,7 +95,8 @@ def _cmd_pipeline_run(args) -> int:
 def _cmd_pipeline_compile(args) -> int:
   from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
   compile_pipeline(args.image, args.output, pipeline_root=args.pipeline_root, data_root=args.data_root,
-                   beam_pipeline_args=args.beam_arg, visual_variant=args.variant)
+                   beam_pipeline_args=args.beam_arg, visual_variant=args.variant,
+                   input_layout=args.input_layout)
   print(f"wrote the Kubeflow Pipelines v2 job spec to {args.output} (image {args.image})")
   return 0
 
@@ -307,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
 
   pipe = sub.add_parser("pipeline", help="the TFX pipeline").add_subparsers(dest="pipeline_command", required=True)
   r = pipe.add_parser("run", help="run the TFX pipeline locally (LocalDagRunner, SQLite MLMD)")
-  r.add_argument("--data", required=True, help="folder with impressions/*.csv")
+  r.add_argument("--data", required=True,
+                 help="folder with impressions/*.csv (hash-split 4:1), or pre-split "
+                      "impressions/train/*.csv + impressions/eval/*.csv, and ads/ads.csv")
   r.add_argument("--output", required=True, help="output folder: pipeline/, metadata.sqlite, serving/")
   r.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                  help="Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_num_workers=2")
@@ -353,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
   cp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/cscnn")
   cp.add_argument("--data-root", default="gs://YOUR_BUCKET/cscnn/data",
                   help="default of the data_root run-time parameter")
+  cp.add_argument("--input-layout", default=configs.LAYOUT_FLAT, choices=list(configs.INPUT_LAYOUTS),
+                  help="flat impressions/*.csv (hash-split) or pre-split impressions/train|eval/*.csv: "
+                       "fixed at compile time, data_root being a run-time parameter")
   cp.add_argument("--variant", default=configs.VISUAL_VARIANT,
                   choices=["none", "fixed", "finetune", "cbam", "cscnn"])
   cp.add_argument("--beam-arg", action="append", default=[])

@@ -3,9 +3,19 @@
 PIPELINE_NAME = "cscnn-ctr"     # Kubeflow wants [a-z0-9-]
 MODEL_NAME = "cscnn_ctr"
 
-# ExampleGen: impressions are read from <data>/impressions/*.csv and hash-split 4:1.
+# ExampleGen input layouts (relative to the data root; `input_check.input_splits` decides):
+# - "flat": <data>/impressions/*.csv, hash-split 4:1 into train / eval by ExampleGen;
+# - "pre-split": <data>/impressions/train/*.csv and <data>/impressions/eval/*.csv are the
+#   train and eval splits as they are (e.g. one held-out interaction per user).
 IMPRESSIONS_PATTERN = "impressions/*.csv"
 TRAIN_EVAL_BUCKETS = (4, 1)
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+TRAIN_PATTERN = "impressions/train/*.csv"
+EVAL_PATTERN = "impressions/eval/*.csv"
+LAYOUT_FLAT = "flat"
+LAYOUT_PRE_SPLIT = "pre-split"
+INPUT_LAYOUTS = (LAYOUT_FLAT, LAYOUT_PRE_SPLIT)
 
 # Ad catalogue (relative to the data root) and the visual model of the default pipeline.
 CATALOG_PATH = "ads/ads.csv"

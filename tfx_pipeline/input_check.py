@@ -5,6 +5,10 @@ statistics, not rows. This check names the file, line and field of the first pro
 missing required columns, wrong number of fields, a non-integer value in an int column, a
 label other than 0/1, an empty required value. Unknown *values* are not errors: Transform maps
 them to OOV buckets.
+
+It also decides the input layout (`input_splits`), once for the check and for
+`pipeline.create_pipeline`: flat ``impressions/*.csv`` (ExampleGen hash-splits it) or pre-split
+``impressions/train/*.csv`` + ``impressions/eval/*.csv`` (used as the splits as they are).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import csv
 import glob
 import os
-from typing import List
+from typing import List, Optional, Tuple
 
 from tfx_pipeline import configs
 from tfx_pipeline import features as F
@@ -22,19 +26,83 @@ class InputDataError(ValueError):
   """The impressions data cannot be used as it is."""
 
 
-def check_impressions(data_root: str, max_errors: int = 10) -> int:
-  """Checks every impressions file under `data_root`; returns the number of rows.
+def _glob(pattern: str) -> List[str]:
+  """Local paths with `glob`; URLs (gs://, s3://, ...) with tf.io.gfile (imported only then)."""
+  if "://" in pattern:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return sorted(tf.io.gfile.glob(pattern))
+  return sorted(glob.glob(pattern))
 
-  Raises InputDataError listing up to `max_errors` problems (file:line, field, value).
+
+def detect_layout(data_root: str) -> str:
+  """``configs.LAYOUT_FLAT`` or ``configs.LAYOUT_PRE_SPLIT``, from the CSV files under `data_root`.
+
+  Pre-split when ``impressions/train/*.csv`` or ``impressions/eval/*.csv`` has files; flat
+  otherwise (also when nothing matches at all: ExampleGen / `check_impressions` then report the
+  missing files). Raises InputDataError for a data root with both layouts, or with only one of
+  the train / eval folders, naming the folders."""
+  flat = _glob(os.path.join(data_root, configs.IMPRESSIONS_PATTERN))
+  train = _glob(os.path.join(data_root, configs.TRAIN_PATTERN))
+  evals = _glob(os.path.join(data_root, configs.EVAL_PATTERN))
+  impressions_dir = os.path.join(data_root, os.path.dirname(configs.IMPRESSIONS_PATTERN))
+  if not train and not evals:
+    return configs.LAYOUT_FLAT
+  if flat:
+    raise InputDataError(
+        f"{impressions_dir} mixes both input layouts: {len(flat)} CSV file(s) directly in it "
+        f"(flat, hash-split) and pre-split CSV files in its train/ and eval/ folders; keep one")
+  if not train or not evals:
+    have, missing = ((configs.TRAIN_PATTERN, configs.EVAL_PATTERN) if train
+                     else (configs.EVAL_PATTERN, configs.TRAIN_PATTERN))
+    raise InputDataError(
+        f"pre-split input is incomplete: {os.path.join(data_root, have)} has CSV files but "
+        f"{os.path.join(data_root, os.path.dirname(missing))} has none (a pre-split data set "
+        f"needs both {configs.TRAIN_PATTERN} and {configs.EVAL_PATTERN})")
+  return configs.LAYOUT_PRE_SPLIT
+
+
+def input_splits(data_root: Optional[str] = None,
+                 layout: Optional[str] = None) -> Tuple[Tuple[str, str], ...]:
+  """The ExampleGen input splits, ``((split name, file pattern relative to the data root), ...)``.
+
+  `layout` given: that layout, no file system access (`data_root` unused). Otherwise detected
+  with `detect_layout(data_root)`. Flat: ``(("impressions", "impressions/*.csv"),)``, which
+  ExampleGen hash-splits into train / eval (``configs.TRAIN_EVAL_BUCKETS``); pre-split:
+  ``(("train", "impressions/train/*.csv"), ("eval", "impressions/eval/*.csv"))``.
   """
-  pattern = os.path.join(data_root, configs.IMPRESSIONS_PATTERN)
-  files = sorted(glob.glob(pattern))
-  if not files:
-    raise InputDataError(f"no impressions files match {pattern}")
+  if layout is None:
+    if data_root is None:
+      raise ValueError("input_splits needs a data_root or an explicit layout")
+    layout = detect_layout(data_root)
+  if layout == configs.LAYOUT_FLAT:
+    return (("impressions", configs.IMPRESSIONS_PATTERN),)
+  if layout == configs.LAYOUT_PRE_SPLIT:
+    return ((configs.TRAIN_SPLIT, configs.TRAIN_PATTERN), (configs.EVAL_SPLIT, configs.EVAL_PATTERN))
+  raise ValueError(f"input layout must be one of {configs.INPUT_LAYOUTS}, got {layout!r}")
+
+
+def check_impressions(data_root: str, max_errors: int = 10) -> int:
+  """Checks every impressions file of `data_root`'s layout (flat or pre-split, see
+  `input_splits`); returns the number of rows.
+
+  Raises InputDataError listing up to `max_errors` problems (file:line, field, value), or for a
+  data root without impressions files or with a mixed / incomplete layout.
+  """
+  splits = input_splits(data_root)
+  files = []
+  for split, rel in splits:
+    pattern = os.path.join(data_root, rel)
+    matched = _glob(pattern)
+    if not matched:
+      raise InputDataError(
+          f"no impressions files match {pattern} (expected {configs.IMPRESSIONS_PATTERN}, or "
+          f"{configs.TRAIN_PATTERN} and {configs.EVAL_PATTERN} for pre-split data)")
+    files.extend((split, path) for path in matched)
   types = {F.LABEL_KEY: int, **{f.name: f.dtype for f in F.FEATURES}}
   errors: List[str] = []
   rows = 0
-  for path in files:
+  split_rows = {split: 0 for split, _ in splits}
+  for split, path in files:
     with open(path, newline="") as fh:
       reader = csv.reader(fh)
       header = next(reader, None)
@@ -52,6 +120,7 @@ def check_impressions(data_root: str, max_errors: int = 10) -> int:
         if not row:
           continue
         rows += 1
+        split_rows[split] += 1
         if len(row) != len(header):
           errors.append(f"{path}:{line_no}: {len(row)} fields, header has {len(header)}")
           continue
@@ -70,4 +139,9 @@ def check_impressions(data_root: str, max_errors: int = 10) -> int:
   if errors:
     more = " (stopped after the first %d)" % max_errors if len(errors) >= max_errors else ""
     raise InputDataError("bad impressions data%s:\n  %s" % (more, "\n  ".join(errors)))
+  if len(splits) > 1:
+    for split, rel in splits:
+      if split_rows[split] == 0:
+        raise InputDataError(f"the {split} split has no rows: the files matching "
+                             f"{os.path.join(data_root, rel)} hold only a header")
   return rows

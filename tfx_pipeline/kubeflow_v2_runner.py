@@ -4,6 +4,11 @@ Only resolves paths and parameters. The data root and the pipeline root are run-
 parameters of the compiled job (``data_root``; the pipeline root is KFP's ``gcsOutputDirectory``
 / pipeline root, overridable when the job is submitted). Every component runs in IMAGE, built
 from the repo's Dockerfile, which installs the project at /opt/cscnn.
+
+Because the data root is only known when the job runs, the input layout (flat
+``impressions/*.csv``, hash-split by ExampleGen, or pre-split ``impressions/train|eval/*.csv``)
+cannot be detected from the files at compile time: it is a compile-time choice
+(``input_layout``, default flat; `cscnn pipeline compile --input-layout`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ IMAGE_SCHEMA_PATH = os.path.join(IMAGE_PROJECT_DIR, "tfx_pipeline", "schema", "s
 
 def compile_pipeline(image: str, output_file: str, pipeline_root: str = "gs://YOUR_BUCKET/cscnn",
                      data_root: str = "gs://YOUR_BUCKET/cscnn/data", serving_dir: Optional[str] = None,
-                     beam_pipeline_args: Optional[List[str]] = None, **pipeline_kwargs) -> Dict:
+                     beam_pipeline_args: Optional[List[str]] = None,
+                     input_layout: str = configs.LAYOUT_FLAT, **pipeline_kwargs) -> Dict:
   data = tfx.dsl.experimental.RuntimeParameter(name="data_root", ptype=str, default=data_root)
   pipeline = create_pipeline(
       pipeline_name=configs.PIPELINE_NAME,
@@ -31,6 +37,7 @@ def compile_pipeline(image: str, output_file: str, pipeline_root: str = "gs://YO
       serving_model_dir=serving_dir or os.path.join(pipeline_root, "serving", configs.MODEL_NAME),
       beam_pipeline_args=beam_pipeline_args,
       schema_path=IMAGE_SCHEMA_PATH,
+      input_layout=input_layout,
       **pipeline_kwargs)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),

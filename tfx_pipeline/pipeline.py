@@ -25,6 +25,7 @@ from components.visual_trainer import VisualTrainer
 from models.dcn import OUTPUT_KEY
 from tfx_pipeline import configs
 from tfx_pipeline import features as F
+from tfx_pipeline.input_check import input_splits
 from tfx_pipeline.export import TRANSFORM_FEATURES
 from tfx_pipeline.schema import SCHEMA_PATH
 
@@ -78,13 +79,17 @@ def create_pipeline(
     table_top_k: int = 0,
     schema_path: str = SCHEMA_PATH,
     enable_cache: bool = False,
+    input_layout: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
-  """Builds the pipeline. Pure: no I/O, no global state.
+  """Builds the pipeline. Pure: no global state, no writes; the only I/O is the read-only
+  detection of the input layout when `input_layout` is None (see below).
 
   Args:
     pipeline_name: name in MLMD.
     pipeline_root: where artifacts are written.
-    data_root: folder with ``impressions/*.csv`` (the sample data's layout).
+    data_root: folder with ``impressions/*.csv`` (flat, the sample data's layout) or with
+      ``impressions/train/*.csv`` and ``impressions/eval/*.csv`` (pre-split); a string path
+      (local or any tf.io.gfile URL such as gs://) or a run-time parameter (Kubeflow).
     serving_model_dir: Pusher's base directory, ``.../serving/<model_name>``; each blessed
       model lands in a numeric version folder below it, as TF Serving expects.
     metadata_connection_config: MLMD connection (SQLite for local runs).
@@ -105,19 +110,34 @@ def create_pipeline(
     schema_path: the curated schema file (where the project lives on the machine that runs
       ImportSchemaGen: this repo locally, the container's copy on Kubeflow).
     enable_cache: reuse component outputs of earlier runs with the same inputs.
+    input_layout: ``flat`` (CsvExampleGen hash-splits ``impressions/*.csv`` into train / eval
+      4:1), ``pre-split`` (the ``train`` and ``eval`` folders are ExampleGen's input splits as
+      they are, no hash split), or None: detected from the files under `data_root` by
+      `input_check.input_splits` (tf.io.gfile for URLs), which raises InputDataError for a
+      mixed or incomplete layout. When `data_root` is not a string (a Kubeflow run-time
+      parameter, only known when the job runs) the layout cannot be detected and must be
+      given: the Kubeflow runner passes it explicitly (default ``flat``).
   """
   trainer_config = dict(trainer_config or {})
   trainer_config["visual"] = {**trainer_config.get("visual", {}), "variant": visual_variant,
                               "image_size": image_size}
   trainer_config.setdefault("impressions_per_ad", configs.IMPRESSIONS_PER_AD)
+  if input_layout is None and not isinstance(data_root, str):
+    raise ValueError("data_root is a run-time parameter: pass input_layout "
+                     f"({' or '.join(configs.INPUT_LAYOUTS)}), it cannot be detected at compile time")
+  splits = input_splits(data_root, input_layout)
+  if len(splits) == 1:   # flat: ExampleGen hash-splits the one input split into train / eval
+    output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
+        tfx.proto.SplitConfig.Split(name=configs.TRAIN_SPLIT, hash_buckets=configs.TRAIN_EVAL_BUCKETS[0]),
+        tfx.proto.SplitConfig.Split(name=configs.EVAL_SPLIT, hash_buckets=configs.TRAIN_EVAL_BUCKETS[1]),
+    ]))
+  else:                  # pre-split: the input splits are the output splits
+    output_config = None
   example_gen = tfx.components.CsvExampleGen(
       input_base=data_root,
       input_config=tfx.proto.Input(splits=[
-          tfx.proto.Input.Split(name="impressions", pattern=configs.IMPRESSIONS_PATTERN)]),
-      output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-          tfx.proto.SplitConfig.Split(name="train", hash_buckets=configs.TRAIN_EVAL_BUCKETS[0]),
-          tfx.proto.SplitConfig.Split(name="eval", hash_buckets=configs.TRAIN_EVAL_BUCKETS[1]),
-      ])))
+          tfx.proto.Input.Split(name=name, pattern=pattern) for name, pattern in splits]),
+      output_config=output_config)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
   example_validator = tfx.components.ExampleValidator(
