@@ -1,6 +1,7 @@
 """The `cscnn` command line (run it through `bin/cscnn`, which enters the environment).
 
   cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--seed X]
+  cscnn data movielens --source DIR --out DIR [--users N] [--negatives K] [--eval-negatives M] [--seed S]
   cscnn pipeline run --data DIR --output OUT [--beam-arg ARG ...] [--train-steps N] ...
   cscnn pipeline summary --output OUT [--json]
   cscnn schema [--write | --check]
@@ -26,6 +27,19 @@ def _cmd_data_sample(args) -> int:
     print(f"cscnn data sample: {e}", file=sys.stderr)
     return 2
   generate(cfg, args.out)
+  return 0
+
+
+def _cmd_data_movielens(args) -> int:
+  from cscnn.data.movielens import MovieLensConfig, SourceError, convert
+  try:
+    cfg = MovieLensConfig(users=args.users, negatives=args.negatives,
+                          eval_negatives=args.eval_negatives, seed=args.seed)
+    convert(args.source, args.out, cfg, log=lambda m: print(m, flush=True))
+  except (ValueError, OSError) as e:   # SourceError is a ValueError
+    print(f"cscnn data movielens: {e}", file=sys.stderr)
+    return 2
+  print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank")
   return 0
 
 
@@ -305,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
                  help="weight of the category-specific visual effect on the click logit")
   s.add_argument("--seed", type=int, default=0)
   s.set_defaults(func=_cmd_data_sample)
+  from cscnn.data.movielens import DEFAULT_USERS
+  ml = data.add_parser("movielens", help="convert MovieLens-1M + posters into the pre-split input "
+                                         "format (see cscnn/data/movielens.py)")
+  ml.add_argument("--source", required=True,
+                  help="the MovieLens-1M posters folder (ratings.csv, movies.dat, users.dat, posters/)")
+  ml.add_argument("--out", required=True, help="output folder, outside the repo (licence)")
+  ml.add_argument("--users", type=int, default=DEFAULT_USERS, help="random subset of users; 0 = all 6,040")
+  ml.add_argument("--negatives", type=int, default=1, help="K: sampled negatives per training positive")
+  ml.add_argument("--eval-negatives", type=int, default=20,
+                  help="M: sampled negatives per held-out test / validation positive")
+  ml.add_argument("--seed", type=int, default=0)
+  ml.set_defaults(func=_cmd_data_movielens)
 
   pipe = sub.add_parser("pipeline", help="the TFX pipeline").add_subparsers(dest="pipeline_command", required=True)
   r = pipe.add_parser("run", help="run the TFX pipeline locally (LocalDagRunner, SQLite MLMD)")
