@@ -40,6 +40,8 @@ class BackboneConfig:
   placement: str = "per-conv"             # resnet18 only
   attention_layers: Optional[int] = None  # L'; None = every eligible layer
   freeze: bool = False
+  bn_momentum: float = 0.9                # PyTorch's default (0.1 there): BN statistics that keep up
+                                          # with short training budgets (Keras' 0.99 lags by ~100 steps)
   light_channels: Tuple[int, ...] = (16, 32, 64, 64)
   cnnf_fc_units: Tuple[int, ...] = (4096, 4096)
 
@@ -52,6 +54,8 @@ class BackboneConfig:
       raise ValueError(f"image_size must be >= 8, got {self.image_size}")
     if self.output_dim < 1:
       raise ValueError(f"output_dim must be >= 1, got {self.output_dim}")
+    if not 0.0 <= self.bn_momentum < 1.0:
+      raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
     if self.attention_layers is not None and self.attention_layers < 0:
       raise ValueError(f"attention_layers must be >= 0, got {self.attention_layers}")
     if self.name == "light" and len(self.light_channels) < 2:
@@ -95,7 +99,7 @@ class _Builder:
   def conv_bn(self, x, filters, kernel, stride, name):
     x = self.layer(keras.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False,
                                        name=f"{name}_conv"))(x)
-    return self.layer(keras.layers.BatchNormalization(name=f"{name}_bn"))(x)
+    return self.layer(keras.layers.BatchNormalization(momentum=self.cfg.bn_momentum, name=f"{name}_bn"))(x)
 
 
 def _resnet18(b: _Builder, x):

@@ -8,17 +8,18 @@ Catalogue
     per category), 3 title words (two from its category's word pool, one generic), a
     popularity weight ``~ Pareto(1.2)`` (so a long tail of rarely shown, *cold* ads exists),
     and an image.
-  * The image (``S x S`` RGB PNG) is a textured grey background with one filled disc. Two
-    visual properties vary per ad, independently of everything else: the disc's **colour**
-    (one of red, green, blue, yellow) and its **position** (one of the four quadrants).
+  * The image (``S x S`` RGB PNG) is a textured grey background with four filled discs, one
+    in each quadrant, each of a colour drawn independently (red, green, blue or yellow).
 
 Category-specific visual effect (what CSCNN exists to capture)
-  * Every category ``k`` has a preferred colour ``c*_k`` and a preferred quadrant ``q*_k``
-    (drawn once, so that neighbouring categories prefer different ones). An ad's visual effect
-    on the click logit is ``visual_strength * ([colour == c*_k] + [quadrant == q*_k] - 0.5)``.
-    The same disc that raises CTR in one category is neutral in another: only a model that
-    reads the image *together with* the category can use it. ``visual.json`` records the
-    preferences as ground truth.
+  * Every category ``k`` has a key quadrant ``q*_k`` and a preferred colour ``c*_k`` (drawn
+    once, so that neighbouring categories differ). An ad's visual effect on the click logit is
+    ``visual_strength * ([colour of the disc in q*_k == c*_k] - 1/4)``: what sells in category
+    k is the colour of the object at the place where that category's creatives put the product
+    (think shoes at the bottom, hats at the top); the other three discs are decoration.
+    The same image can be attractive in one category and neutral in another, and the colours
+    present in an image say little on their own: a model has to look at the right place for
+    the ad's category. ``visual.json`` records ``q*_k`` and ``c*_k`` as ground truth.
 
 Users and context
   * Users have a city (10), an age bucket (6) and an affinity ``a_uk ~ N(0, 1)`` for each
@@ -47,7 +48,7 @@ import dataclasses
 import io
 import json
 import os
-from typing import Dict
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -63,12 +64,12 @@ WORDS_PER_CATEGORY = 8
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
-  impressions: int = 20000
-  ads: int = 300
+  impressions: int = 60000
+  ads: int = 3000
   categories: int = 6
   users: int = 500
   image_size: int = 32
-  visual_strength: float = 1.0
+  visual_strength: float = 2.0
   seed: int = 0
 
   def __post_init__(self):
@@ -84,16 +85,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def render_image(colour: str, quadrant: str, size: int, rng: np.random.Generator) -> np.ndarray:
-  """An S x S x 3 uint8 image: textured grey background, one disc of `colour` in `quadrant`."""
+def render_image(colours: Sequence[str], size: int, rng: np.random.Generator) -> np.ndarray:
+  """An S x S x 3 uint8 image: textured grey background and one disc per quadrant, the disc in
+  ``QUADRANTS[q]`` filled with ``colours[q]``."""
+  if len(colours) != len(QUADRANTS):
+    raise ValueError(f"need one colour per quadrant ({len(QUADRANTS)}), got {len(colours)}")
   img = rng.normal(128, 18, size=(size, size, 1)).clip(0, 255) * np.ones((1, 1, 3))
-  qi = QUADRANTS.index(quadrant)
-  cy = size * (0.27 if qi < 2 else 0.73)
-  cx = size * (0.27 if qi % 2 == 0 else 0.73)
-  r = size * 0.2
   yy, xx = np.mgrid[0:size, 0:size]
-  mask = (yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r
-  img[mask] = COLOURS[colour]
+  r = size * 0.16
+  for qi, colour in enumerate(colours):
+    cy = size * (0.27 if qi < 2 else 0.73)
+    cx = size * (0.27 if qi % 2 == 0 else 0.73)
+    img[(yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r] = COLOURS[colour]
   return img.round().astype(np.uint8)
 
 
@@ -125,12 +128,10 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
   # Ads.
   ad_cat = rng.integers(0, K, size=M)
   ad_brand = rng.integers(0, BRANDS_PER_CATEGORY, size=M)
-  ad_colour = rng.integers(0, len(colours), size=M)
-  ad_quadrant = rng.integers(0, len(QUADRANTS), size=M)
+  ad_colours = rng.integers(0, len(colours), size=(M, len(QUADRANTS)))   # disc colour per quadrant
   ad_pop = rng.pareto(1.2, size=M) + 0.05
-  ad_visual = cfg.visual_strength * (
-      (ad_colour == pref_colour[ad_cat]).astype(float)
-      + (ad_quadrant == pref_quadrant[ad_cat]).astype(float) - 0.5)
+  key_colour = ad_colours[np.arange(M), pref_quadrant[ad_cat]]
+  ad_visual = cfg.visual_strength * ((key_colour == pref_colour[ad_cat]) - 1 / len(colours))
   ad_ids = [f"ad{i:05d}" for i in range(M)]
   ad_titles = []
   for i in range(M):
@@ -194,7 +195,7 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
     w = csv.writer(f, lineterminator="\n")
     w.writerow([F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image"])
     for i in range(M):
-      img = render_image(colours[ad_colour[i]], QUADRANTS[ad_quadrant[i]], S, rng)
+      img = render_image([colours[c] for c in ad_colours[i]], S, rng)
       rel = f"images/{ad_ids[i]}.png"
       with open(os.path.join(out_dir, rel), "wb") as g:
         g.write(encode_png(img))
