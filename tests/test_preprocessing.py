@@ -20,7 +20,8 @@ def _row(label, user, ad, cat, query="q1 q2", title="t1", clicked="1 2"):
           "query_words": [query], "title_words": [title], "clicked_categories": [clicked]}
 
 
-TRAIN = ([_row(1, b"u1", b"a1", 1)] * 6 + [_row(0, b"u2", b"a2", 2, title="t1 t2 t3 t4 t5 t6 t7 t8")] * 2
+N_A1 = max(6, F.FEATURES_BY_NAME["ad_id"].min_count)   # a1 clears the ad id's frequency control
+TRAIN = ([_row(1, b"u1", b"a1", 1)] * N_A1 + [_row(0, b"u2", b"a2", 2, title="t1 t2 t3 t4 t5 t6 t7 t8")] * 2
          + [_row(0, b"u1", b"a3", 1, query="", clicked="")])
 TEST = [_row(0, b"u_new", b"a_new", 9), _row(1, b"u1", b"a1", 1)]
 
@@ -42,10 +43,12 @@ def test_unknown_values_go_to_oov_buckets(transformed):
   test, sizes = transformed
   new, known = test
   ad = F.FEATURES_BY_NAME["ad_id"]
-  # the vocabulary holds a1, a2, a3; unknown ids land in [3, 3 + oov_buckets)
-  assert sizes["ad_id"] == 3 + ad.oov_buckets
-  assert 3 <= new[F.transformed_name("ad_id")] < 3 + ad.oov_buckets
-  assert known[F.transformed_name("ad_id")] < 3
+  # min_count > 2: the vocabulary holds a1 only (a2 and a3 are too rare); unknown and rare ids
+  # land in [1, 1 + oov_buckets)
+  assert ad.min_count > 2
+  assert sizes["ad_id"] == 1 + ad.oov_buckets
+  assert 1 <= new[F.transformed_name("ad_id")] < 1 + ad.oov_buckets
+  assert known[F.transformed_name("ad_id")] == 0
   assert 0 <= new[F.transformed_name("user_id")] < sizes["user_id"]
 
 
@@ -63,7 +66,7 @@ def test_multi_valued_features_are_padded_and_truncated(transformed):
 def test_ad_impression_counts_cold_flag_and_image_key(transformed):
   test, _ = transformed
   new, known = test
-  assert known[F.AD_TRAIN_IMPRESSIONS] == 6 and known[F.COLD_KEY] == 0
+  assert known[F.AD_TRAIN_IMPRESSIONS] == N_A1 and known[F.COLD_KEY] == 0
   assert new[F.AD_TRAIN_IMPRESSIONS] == 0 and new[F.COLD_KEY] == 1
   expected = tf.strings.to_hash_bucket_fast(["a1"], F.FINGERPRINT_BUCKETS).numpy()[0]
   assert known[F.IMAGE_KEY] == expected

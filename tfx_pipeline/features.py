@@ -38,6 +38,9 @@ class Feature:
     kind: ``categorical`` or ``multi``.
     dtype: ``int`` or ``str``: the raw value type in the CSV and in tf.Examples.
     oov_buckets: OOV buckets for the exact vocabulary (ignored when hashing).
+    min_count: values seen fewer than this many times in the training data are left out of the
+      vocabulary and share the OOV bucket(s) (frequency control, as production CTR systems do
+      for long-tail ids; TFT's ``frequency_threshold``). 1 keeps every value.
     hash_buckets: if set, hash values into this many buckets instead of a vocabulary.
     max_len: for ``multi`` features, tokens kept per impression.
     embedding_dim: d_e for this feature; None means the model-wide default (paper: 4).
@@ -48,6 +51,7 @@ class Feature:
   kind: str
   dtype: type
   oov_buckets: int = 1
+  min_count: int = 1
   hash_buckets: Optional[int] = None
   max_len: int = 1
   embedding_dim: Optional[int] = None
@@ -64,6 +68,10 @@ class Feature:
       raise ValueError(f"feature {self.name!r}: max_len must be >= 1")
     if self.hash_buckets is not None and self.hash_buckets < 1:
       raise ValueError(f"feature {self.name!r}: hash_buckets must be >= 1")
+    if self.min_count < 1:
+      raise ValueError(f"feature {self.name!r}: min_count must be >= 1, got {self.min_count}")
+    if self.min_count > 1 and self.hash_buckets is not None:
+      raise ValueError(f"feature {self.name!r}: min_count needs a vocabulary, not hash_buckets")
     if self.oov_buckets < 1 and self.hash_buckets is None:
       raise ValueError(f"feature {self.name!r}: need at least one OOV bucket for unknown values")
 
@@ -91,7 +99,9 @@ FEATURES: Tuple[Feature, ...] = (
     Feature(USER_KEY, CATEGORICAL, str, oov_buckets=10, description="user id"),
     Feature("user_city", CATEGORICAL, str, description="user's city"),
     Feature("user_age", CATEGORICAL, int, description="user's age bucket"),
-    Feature(AD_KEY, CATEGORICAL, str, oov_buckets=10, description="ad id"),
+    Feature(AD_KEY, CATEGORICAL, str, oov_buckets=1, min_count=20,
+            description="ad id (ads with fewer than 20 training impressions share one id: their "
+                        "CTR has to come from content, i.e. category, brand, title and image)"),
     Feature(CATEGORY_KEY, CATEGORICAL, int, description="ad category id"),
     Feature("brand_id", CATEGORICAL, str, oov_buckets=5, description="ad brand"),
     Feature("hour", CATEGORICAL, int, description="hour of the impression, 0-23"),
