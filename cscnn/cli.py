@@ -91,7 +91,8 @@ def _cmd_pipeline_run(args) -> int:
                      trainer_config=_trainer_config(args), auc_floor=args.auc_floor,
                      auc_tolerance=args.auc_tolerance, visual_variant=args.variant,
                      image_size=args.image_size, on_bad_image=args.on_bad_image,
-                     table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k)
+                     table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k,
+                     enable_cache=args.cache)
   except Exception as e:  # pylint: disable=broad-except
     print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
     return 1
@@ -310,14 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
   data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
   s = data.add_parser("sample", help="generate the synthetic sample data set (see cscnn/data/sample.py)")
   s.add_argument("--out", required=True, help="output folder")
-  s.add_argument("--impressions", type=int, default=20000)
-  s.add_argument("--ads", type=int, default=300)
-  s.add_argument("--categories", type=int, default=6)
-  s.add_argument("--users", type=int, default=500)
-  s.add_argument("--image-size", type=int, default=32)
-  s.add_argument("--visual-strength", type=float, default=1.0,
+  from cscnn.data.sample import SampleConfig  # pylint: disable=import-outside-toplevel
+  defaults = SampleConfig()
+  s.add_argument("--impressions", type=int, default=defaults.impressions)
+  s.add_argument("--ads", type=int, default=defaults.ads)
+  s.add_argument("--categories", type=int, default=defaults.categories)
+  s.add_argument("--users", type=int, default=defaults.users)
+  s.add_argument("--image-size", type=int, default=defaults.image_size)
+  s.add_argument("--visual-strength", type=float, default=defaults.visual_strength,
                  help="weight of the category-specific visual effect on the click logit")
-  s.add_argument("--seed", type=int, default=0)
+  s.add_argument("--seed", type=int, default=defaults.seed)
   s.set_defaults(func=_cmd_data_sample)
   from cscnn.data.movielens import DEFAULT_USERS
   ml = data.add_parser("movielens", help="convert MovieLens-1M + posters into the pre-split input "
@@ -369,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--table-min-impressions", type=int, default=0,
                  help="visual table frequency control: keep ads with >= N training impressions")
   r.add_argument("--table-top-k", type=int, default=0, help="keep only the K most shown ads (0 = all)")
+  r.add_argument("--cache", action="store_true",
+                 help="reuse outputs of earlier runs in OUTPUT whose inputs did not change (TFX cache), "
+                      "e.g. ExampleGen and Transform when only the trainer's options change")
   r.add_argument("--skip-input-check", action="store_true", help="skip the CSV pre-flight check")
   r.add_argument("--json", action="store_true", help="print the summary as JSON")
   r.add_argument("--only-node", default=None, metavar="COMPONENT_ID",

@@ -1,9 +1,12 @@
 """`cscnn experiment ablation`: the paper's comparisons as restartable grids of pipeline runs.
 
-Every cell is one full pipeline run (same data, same hash split of ExampleGen, same training
-budget) of one configuration with one trainer seed, into ``OUTPUT/cells/<label>_seed<k>/``.
-A finished cell leaves ``result.json`` (written atomically) and is never recomputed, so an
-interrupted experiment resumes where it stopped. The table (Markdown and CSV, mean and std over
+Every cell is one full pipeline run (same data, same ExampleGen split, same training budget)
+of one configuration with one trainer seed. All cells run in one pipeline output,
+``OUTPUT/run/``, with the TFX cache on: ExampleGen, StatisticsGen, Transform and AdCatalogGen
+run once for the whole grid (their inputs do not change), the Trainer, VisualEmbeddingGen and
+Evaluator once per cell. A finished cell leaves ``OUTPUT/cells/<label>_seed<k>/result.json``
+(written atomically, with the cell's log beside it) and is never recomputed, so an interrupted
+experiment resumes where it stopped. The table (Markdown and CSV, mean and std over
 seeds and every seed's value) and a plot are rebuilt from the cells at the end.
 
 Grids:
@@ -71,8 +74,8 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       os.makedirs(cell, exist_ok=True)
       t0 = time.time()
       cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", data, "--output",
-             os.path.join(cell, "run"), "--seed", str(seed), "--auc-floor", "0", "--json",
-             *args, *run_args]
+             os.path.join(output, "run"), "--cache", "--seed", str(seed), "--auc-floor", "0",
+             "--json", *args, *run_args]
       proc = subprocess.run(cmd, capture_output=True, text=True)
       with open(os.path.join(cell, "log.txt"), "w") as f:
         f.write(proc.stdout + "\n" + proc.stderr)

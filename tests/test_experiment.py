@@ -15,6 +15,10 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path):
           "--seeds", "1", "--train-steps", "20", "--run-arg=--eval-steps=3"]
   first = cscnn(*args)
   assert "[2/2] cscnn seed 0: AUC" in first.stdout
+  # The two cells shared one ExampleGen / Transform execution (TFX cache), not one each.
+  transform_runs = os.listdir(os.path.join(out, "run", "pipeline", "Transform", "transform_graph"))
+  trainer_runs = os.listdir(os.path.join(out, "run", "pipeline", "Trainer", "model"))
+  assert len(transform_runs) == 1 and len(trainer_runs) == 1, (transform_runs, trainer_runs)
   result = os.path.join(out, "cells", "cscnn_seed0", "result.json")
   stamp = os.stat(result).st_mtime_ns
   again = cscnn(*args)

@@ -24,7 +24,7 @@ IMAGE_SIZE = 32
 IMPRESSIONS_PER_AD = 10         # G: up to G impressions of one ad share a batch (paper: 25)
 
 # Trainer.
-TRAIN_STEPS = 300
+TRAIN_STEPS = 600
 EVAL_STEPS = 50
 TRAIN_BATCH_SIZE = 256
 EVAL_BATCH_SIZE = 512
