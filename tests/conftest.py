@@ -15,6 +15,23 @@ TINY = ["--impressions", "6000", "--ads", "80", "--categories", "4", "--users", 
 RUN = ["--train-steps", "45", "--eval-steps", "5", "--epochs", "3", "--auc-floor", "0.58"]
 
 
+def quadrant_colours(img) -> dict:
+  """Reads the disc colour of every quadrant of a sample image back from its pixels
+  (independently of the generator): per quadrant, the colour covering most pixels."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from cscnn.data.sample import COLOURS, QUADRANTS  # pylint: disable=import-outside-toplevel
+  img = np.asarray(img).astype(int)
+  h = img.shape[0] // 2
+  out = {}
+  for qi, name in enumerate(QUADRANTS):
+    part = img[:h] if qi < 2 else img[h:]
+    part = part[:, :h] if qi % 2 == 0 else part[:, h:]
+    counts = {c: int((np.abs(part - np.array(rgb)).sum(-1) < 10).sum()) for c, rgb in COLOURS.items()}
+    out[name] = max(counts, key=counts.get)
+    assert counts[out[name]] > 10, f"no disc in {name}"
+  return out
+
+
 def cscnn(*args, check=True):
   proc = subprocess.run([sys.executable, "-m", "cscnn", *args], cwd=ROOT, capture_output=True,
                         text=True, timeout=900)

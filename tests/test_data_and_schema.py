@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cscnn.data.sample import COLOURS, QUADRANTS, SampleConfig, generate
+from conftest import quadrant_colours
+
+from cscnn.data.sample import SampleConfig, generate
 from tfx_pipeline import features as F
 from tfx_pipeline.input_check import InputDataError, check_impressions
 from tfx_pipeline.schema import SCHEMA_PATH, schema_text
@@ -61,22 +63,6 @@ def test_files_and_images(sample):
   assert summary["cold_ads_lt5"] > 0, "the popularity tail must leave cold ads"
 
 
-def _quadrant_colours(path):
-  """Reads the disc colour of every quadrant back from the pixels (independently of the
-  generator): the colour covering most pixels of that quadrant."""
-  a = np.asarray(Image.open(path)).astype(int)
-  h = a.shape[0] // 2
-  out = {}
-  for name, (ys, xs) in {"top_left": (slice(0, h), slice(0, h)), "top_right": (slice(0, h), slice(h, None)),
-                         "bottom_left": (slice(h, None), slice(0, h)),
-                         "bottom_right": (slice(h, None), slice(h, None))}.items():
-    part = a[ys, xs]
-    counts = {c: int((np.abs(part - np.array(rgb)).sum(-1) < 10).sum()) for c, rgb in COLOURS.items()}
-    out[name] = max(counts, key=counts.get)
-    assert counts[out[name]] > 10, f"{path}: no disc in {name}"
-  return out
-
-
 def test_clicks_depend_on_category_specific_visual_properties(sample):
   """Within a category, ads whose disc in the category's key quadrant has the preferred colour
   (read from the pixels) get a clearly higher CTR; the same colour elsewhere in the image does
@@ -87,7 +73,7 @@ def test_clicks_depend_on_category_specific_visual_properties(sample):
   colours = {}
   with open(out / "ads" / "ads.csv") as f:
     for ad in csv.DictReader(f):
-      colours[ad["ad_id"]] = _quadrant_colours(out / ad["image"])
+      colours[ad["ad_id"]] = quadrant_colours(Image.open(out / ad["image"]))
   hits = {"key": [0, 0], "elsewhere": [0, 0], "absent": [0, 0]}
   with open(out / "impressions" / "impressions.csv") as f:
     for r in csv.DictReader(f):

@@ -17,17 +17,11 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from cscnn.data.sample import COLOURS, QUADRANTS, SampleConfig, generate
+from conftest import quadrant_colours
+
+from cscnn.data.sample import SampleConfig, generate
 from models.attention import AttentionConfig
 from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, BackboneConfig, build_visual_tower
-
-
-def _quadrant_colour(img, quadrant):
-  h = img.shape[0] // 2
-  qi = QUADRANTS.index(quadrant)
-  part = img[:h] if qi < 2 else img[h:]
-  part = part[:, :h] if qi % 2 == 0 else part[:, h:]
-  return max(COLOURS, key=lambda c: int((np.abs(part - np.array(COLOURS[c])).sum(-1) < 10).sum()))
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +33,9 @@ def probe_data(tmp_path_factory):
   images = np.stack([np.asarray(Image.open(os.path.join(out, "images", name)))
                      for name in sorted(os.listdir(os.path.join(out, "images")))]).astype(np.float32)
   pairs = [(i, int(k)) for i in range(len(images)) for k in prefs]
-  labels = np.array([_quadrant_colour(images[i], prefs[str(k)]["quadrant"]) == prefs[str(k)]["colour"]
-                     for i, k in pairs], np.float32)
+  colours = [quadrant_colours(img) for img in images]
+  labels = np.array([colours[i][prefs[str(k)]["quadrant"]] == prefs[str(k)]["colour"] for i, k in pairs],
+                    np.float32)
   index = np.array([i for i, _ in pairs])
   cats = np.array([k for _, k in pairs], np.int64)
   held_out = index >= int(0.8 * len(images))          # the last 20% of the images are unseen
