@@ -35,6 +35,21 @@ def _batch(n_impressions: int, per_ad: int, image_size: int, id_space: int, rng)
   return x, y, len(np.unique(ad_of % n_ads))
 
 
+def machine() -> Dict[str, object]:
+  """What the figures were measured on: CPU model, cores, TensorFlow and Keras versions."""
+  import platform
+
+  import keras
+  import tensorflow as tf
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+  except OSError:
+    pass
+  return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
 def bench_training(backbones=("light", "resnet18"), attentions=("none", "cbam", "cscnn"),
                    per_ad=(1, 5, 25), batch: int = 100, image_size: int = 32, rounds: int = 10,
                    warmup: int = 2, attention_per_ad: int = 5, log=print) -> Dict[str, object]:
@@ -84,8 +99,8 @@ def bench_training(backbones=("light", "resnet18"), attentions=("none", "cbam", 
     med = statistics.median(times[key])
     results[key] = {"step_ms": round(med * 1000, 2), "impressions_per_s": round(batch / med, 1),
                     "unique_images_per_s": round(unique / med, 1), "unique_images": unique}
-  out: Dict[str, object] = {"batch": batch, "image_size": image_size, "rounds": rounds,
-                            "attention_per_ad": attention_per_ad, "results": results}
+  out: Dict[str, object] = {"machine": machine(), "batch": batch, "image_size": image_size,
+                            "rounds": rounds, "attention_per_ad": attention_per_ad, "results": results}
   for b in backbones:
     cb, cs = results.get(f"{b}/cbam/G{attention_per_ad}/dedup"), results.get(f"{b}/cscnn/G{attention_per_ad}/dedup")
     if cb and cs:
@@ -98,7 +113,9 @@ def bench_training(backbones=("light", "resnet18"), attentions=("none", "cbam", 
 
 
 def format_training(out: Dict[str, object]) -> str:
-  lines = [f"training step of DCN + visual tower, batch {out['batch']} impressions, "
+  m = out["machine"]
+  lines = [f"machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, Keras {m['keras']}",
+           f"training step of DCN + visual tower, batch {out['batch']} impressions, "
            f"{out['image_size']}x{out['image_size']} images, median of {out['rounds']} interleaved rounds",
            f"{'configuration':<32} {'step ms':>9} {'impr/s':>9} {'images/s':>9}"]
   for key, r in out["results"].items():
