@@ -39,7 +39,7 @@ def _cmd_data_movielens(args) -> int:
   except (ValueError, OSError) as e:   # SourceError is a ValueError
     print(f"cscnn data movielens: {e}", file=sys.stderr)
     return 2
-  print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank")
+  print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank --cold-by positives")
   return 0
 
 
@@ -92,7 +92,7 @@ def _cmd_pipeline_run(args) -> int:
                      auc_tolerance=args.auc_tolerance, visual_variant=args.variant,
                      image_size=args.image_size, on_bad_image=args.on_bad_image,
                      table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k,
-                     enable_cache=args.cache)
+                     enable_cache=args.cache, cold_by=args.cold_by)
   except Exception as e:  # pylint: disable=broad-except
     print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
     return 1
@@ -111,7 +111,7 @@ def _cmd_pipeline_compile(args) -> int:
   from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
   compile_pipeline(args.image, args.output, pipeline_root=args.pipeline_root, data_root=args.data_root,
                    beam_pipeline_args=args.beam_arg, visual_variant=args.variant,
-                   input_layout=args.input_layout)
+                   input_layout=args.input_layout, cold_by=args.cold_by)
   print(f"wrote the Kubeflow Pipelines v2 job spec to {args.output} (image {args.image})")
   return 0
 
@@ -305,6 +305,7 @@ def _cmd_experiment_ablation(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
   from tfx_pipeline import configs
+  from tfx_pipeline import features as F
   p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
   sub = p.add_subparsers(dest="command", required=True)
 
@@ -372,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--table-min-impressions", type=int, default=0,
                  help="visual table frequency control: keep ads with >= N training impressions")
   r.add_argument("--table-top-k", type=int, default=0, help="keep only the K most shown ads (0 = all)")
+  r.add_argument("--cold-by", default=F.COLD_BY[0], choices=list(F.COLD_BY),
+                 help="the cold-ad slice: ads with fewer than 5 training impressions (rows), or "
+                      "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
   r.add_argument("--cache", action="store_true",
                  help="reuse outputs of earlier runs in OUTPUT whose inputs did not change (TFX cache), "
                       "e.g. ExampleGen and Transform when only the trainer's options change")
@@ -393,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "fixed at compile time, data_root being a run-time parameter")
   cp.add_argument("--variant", default=configs.VISUAL_VARIANT,
                   choices=["none", "fixed", "finetune", "cbam", "cscnn"])
+  cp.add_argument("--cold-by", default=F.COLD_BY[0], choices=list(F.COLD_BY),
+                 help="the cold-ad slice: ads with fewer than 5 training impressions (rows), or "
+                      "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
   cp.add_argument("--beam-arg", action="append", default=[])
   cp.set_defaults(func=_cmd_pipeline_compile)
   nd = pipe.add_parser("nodes", help="the pipeline's components in order, with their upstream ones")

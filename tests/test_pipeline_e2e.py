@@ -54,6 +54,7 @@ def test_first_run_is_blessed_and_pushed_as_numeric_version(run_dir):
   assert s["metrics"]["ad_is_cold=1"]["example_count"] > 0
   assert s["metrics"]["ad_is_cold=0"]["example_count"] > s["metrics"]["ad_is_cold=1"]["example_count"]
   assert "== pipeline run summary ==" in run_dir["first_stdout"] and "cold ads" in run_dir["first_stdout"]
+  assert s["cold_by"] == "impressions" and "(fewer than 5 training impressions)" in run_dir["first_stdout"]
   t = s["visual_table"]
   assert t["rows"] == t["catalogue_ads"] == 80 and t["dim"] == 150 and t["eval_coverage"] > 0.9
 
@@ -165,13 +166,19 @@ def test_saved_model_scores_in_a_fresh_process(run_dir):
 
 def test_crippled_trainer_is_not_blessed_and_serving_dir_unchanged(run_dir):
   before = _serving_state(run_dir["serving"])
+  # This second run also counts cold ads by training positives instead of impressions.
   cscnn("pipeline", "run", "--data", run_dir["data"], "--output", run_dir["out"], *RUN,
-        "--learning-rate", "0", "--variant", "none")
+        "--learning-rate", "0", "--variant", "none", "--cold-by", "positives")
   s = json.loads(cscnn("pipeline", "summary", "--output", run_dir["out"], "--json").stdout)
   assert s["blessed"] is False and s["pushed"] is False, s
   assert s["validation_failures"], "the summary must say why the model was not blessed"
   assert _serving_state(run_dir["serving"]) == before
   assert _mlmd_blessings(os.path.join(run_dir["out"], "metadata.sqlite")) == [1, 0]
+  # same eval rows; an ad with 5+ impressions can have fewer than 5 positives, never the reverse
+  cold = lambda summary: summary["metrics"]["ad_is_cold=1"]["example_count"]  # noqa: E731
+  assert s["cold_by"] == "positives"
+  assert s["metrics"]["overall"]["example_count"] == run_dir["first"]["metrics"]["overall"]["example_count"]
+  assert cold(s) > cold(run_dir["first"])
 
 
 def test_schema_anomalies_stop_the_pipeline_before_training(run_dir, tmp_path):

@@ -70,3 +70,43 @@ def test_ad_impression_counts_cold_flag_and_image_key(transformed):
   assert new[F.AD_TRAIN_IMPRESSIONS] == 0 and new[F.COLD_KEY] == 1
   expected = tf.strings.to_hash_bucket_fast(["a1"], F.FINGERPRINT_BUCKETS).numpy()[0]
   assert known[F.IMAGE_KEY] == expected
+
+
+# cold_by=positives (implicit feedback with sampled negatives): a_pop has 8 training rows but 2
+# positives, so it is warm by impressions and cold by positives; a1 has N_A1 positives.
+TRAIN_P = ([_row(1, b"u1", b"a1", 1)] * N_A1 + [_row(1, b"u2", b"a_pop", 2)] * 2
+           + [_row(0, b"u3", b"a_pop", 2)] * 6)
+TEST_P = [_row(0, b"u1", b"a1", 1), _row(1, b"u2", b"a_pop", 2), _row(0, b"u9", b"a_new", 3)]
+
+
+def _analyse(train, test, custom_config):
+  metadata = tft.DatasetMetadata(make_schema())
+  fn_ = lambda inputs: preprocessing_fn(inputs, custom_config)  # noqa: E731
+  tmp = tempfile.mkdtemp()
+  with tft_beam.Context(temp_dir=tmp):
+    (_, _), fn = (train, metadata) | tft_beam.AnalyzeAndTransformDataset(fn_)
+    out, _ = ((test, metadata), fn) | tft_beam.TransformDataset()
+    _ = fn | tft_beam.WriteTransformFn(tmp + "/tft")
+  return out, tft.TFTransformOutput(tmp + "/tft")
+
+
+@pytest.mark.parametrize("cold_by, expected", [("impressions", [0, 0, 1]), ("positives", [0, 1, 1])])
+def test_cold_flag_counts_impressions_or_positives(cold_by, expected):
+  out, _ = _analyse(TRAIN_P, TEST_P, {"cold_by": cold_by})
+  assert [int(r[F.COLD_KEY]) for r in out] == expected
+  assert [int(r[F.AD_TRAIN_IMPRESSIONS]) for r in out] == [N_A1, 8, 0]   # always every row
+
+
+def test_cold_by_positives_needs_no_label_at_serving_time():
+  """The serving signatures run the Transform layer without the label: the positives count was
+  fixed by the analysis, so the cold flag must still come out, and right."""
+  _, output = _analyse(TRAIN_P, TEST_P, {"cold_by": "positives"})
+  raw = {k: tf.constant([[r[k][0]] for r in TEST_P], tf.string if isinstance(v[0], (bytes, str)) else tf.int64)
+         for k, v in TEST_P[0].items() if k != F.LABEL_KEY}
+  transformed = output.transform_features_layer()(raw)
+  assert transformed[F.COLD_KEY].numpy().reshape(-1).tolist() == [0, 1, 1]
+
+
+def test_cold_by_rejects_unknown_values():
+  with pytest.raises(ValueError, match="cold_by must be one of impressions, positives; got 'clicks'"):
+    _analyse(TRAIN_P, TEST_P, {"cold_by": "clicks"})

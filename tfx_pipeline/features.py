@@ -122,6 +122,10 @@ IMAGE_KEY = "image_key"                  # int64 fingerprint of the raw ad_id: f
 AD_TRAIN_IMPRESSIONS = "ad_train_impressions"   # impressions of the ad in the training split
 COLD_KEY = "ad_is_cold"                  # 1 if the ad has fewer than COLD_THRESHOLD training impressions
 COLD_THRESHOLD = 5                       # paper 4.2: cold items have fewer than 5 training actions
+# What the cold count counts: every training row of the ad (impression logs: SPEC, "fewer than 5
+# training impressions") or its positive rows only (implicit-feedback data with sampled
+# negatives, such as MovieLens: "fewer than 5 training interactions").
+COLD_BY = ("impressions", "positives")
 FINGERPRINT_BUCKETS = 2 ** 62
 
 

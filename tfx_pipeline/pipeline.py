@@ -80,6 +80,7 @@ def create_pipeline(
     schema_path: str = SCHEMA_PATH,
     enable_cache: bool = False,
     input_layout: Optional[str] = None,
+    cold_by: str = F.COLD_BY[0],
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline. Pure: no global state, no writes; the only I/O is the read-only
   detection of the input layout when `input_layout` is None (see below).
@@ -117,7 +118,12 @@ def create_pipeline(
       mixed or incomplete layout. When `data_root` is not a string (a Kubeflow run-time
       parameter, only known when the job runs) the layout cannot be detected and must be
       given: the Kubeflow runner passes it explicitly (default ``flat``).
+    cold_by: what the cold-ad slice counts per ad in the training split, ``impressions``
+      (every row; impression logs) or ``positives`` (label 1 only; implicit feedback with
+      sampled negatives, such as MovieLens); see `features.COLD_BY`.
   """
+  if cold_by not in F.COLD_BY:
+    raise ValueError(f"cold_by must be one of {', '.join(F.COLD_BY)}; got {cold_by!r}")
   trainer_config = dict(trainer_config or {})
   trainer_config["visual"] = {**trainer_config.get("visual", {}), "variant": visual_variant,
                               "image_size": image_size}
@@ -147,7 +153,8 @@ def create_pipeline(
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],
-      preprocessing_fn="tfx_pipeline.preprocessing.preprocessing_fn")
+      preprocessing_fn="tfx_pipeline.preprocessing.preprocessing_fn",
+      custom_config={"cold_by": cold_by})
   transform.add_upstream_node(anomalies_gate)
 
   trainer_args = dict(

@@ -32,16 +32,33 @@ def _ids(f: F.Feature, tokens):
                                           vocab_filename=f.vocab_name)
 
 
-def _ad_train_impressions(ad: tf.Tensor) -> tf.Tensor:
-  """How many impressions of each ad the analysed (training) data has; 0 for unseen ads."""
-  path = tft.vocabulary(ad, vocab_filename="ad_id_impressions", store_frequency=True)
+def _ad_train_counts(ad: tf.Tensor, weights=None) -> tf.Tensor:
+  """How many rows of each ad the analysed (training) data has, each counted with its weight
+  (1 if `weights` is None); 0 for ads without any."""
+  name = "ad_id_impressions" if weights is None else "ad_id_positives"
+  path = tft.vocabulary(ad, weights=weights, vocab_filename=name, store_frequency=True)
+  # Weighted frequencies are written as floats; a float table reads both forms.
   init = tf.lookup.TextFileInitializer(path, key_dtype=tf.string, key_index=1,
-                                       value_dtype=tf.int64, value_index=0, delimiter=" ")
-  return tf.lookup.StaticHashTable(init, default_value=0).lookup(ad)
+                                       value_dtype=tf.float64, value_index=0, delimiter=" ")
+  counts = tf.lookup.StaticHashTable(init, default_value=tf.constant(0, tf.float64)).lookup(ad)
+  return tf.cast(tf.round(counts), tf.int64)
 
 
-def preprocessing_fn(inputs):
-  """tf.Transform callback: raw features -> model ids (and the label)."""
+def cold_by(custom_config) -> str:
+  """The Transform's ``custom_config["cold_by"]`` (see `features.COLD_BY`), checked."""
+  value = (custom_config or {}).get("cold_by", F.COLD_BY[0])
+  if value not in F.COLD_BY:
+    raise ValueError(f"cold_by must be one of {', '.join(F.COLD_BY)}; got {value!r}")
+  return value
+
+
+def preprocessing_fn(inputs, custom_config=None):
+  """tf.Transform callback: raw features -> model ids (and the label).
+
+  ``custom_config`` (the Transform component's): ``{"cold_by": "impressions" | "positives"}``
+  chooses what the cold-ad flag counts (default: impressions).
+  """
+  by = cold_by(custom_config)
   outputs = {}
   for f in F.FEATURES:
     x = _to_string(_dense_1d(inputs[f.name]))
@@ -54,8 +71,13 @@ def preprocessing_fn(inputs):
     outputs[F.transformed_name(f.name)] = tf.cast(ids, tf.int64)
   ad = _to_string(_dense_1d(inputs[F.AD_KEY]))
   outputs[F.IMAGE_KEY] = tf.strings.to_hash_bucket_fast(ad, F.FINGERPRINT_BUCKETS)
-  counts = _ad_train_impressions(ad)
+  counts = _ad_train_counts(ad)
   outputs[F.AD_TRAIN_IMPRESSIONS] = counts
+  if by == "positives":
+    if F.LABEL_KEY not in inputs:
+      raise ValueError(f"cold_by=positives needs the label column {F.LABEL_KEY!r} in the analysed data")
+    positive = tf.cast(_dense_1d(inputs[F.LABEL_KEY]) > 0, tf.float32)
+    counts = _ad_train_counts(ad, weights=positive)
   outputs[F.COLD_KEY] = tf.cast(counts < F.COLD_THRESHOLD, tf.int64)
   if F.LABEL_KEY in inputs:
     outputs[F.transformed_name(F.LABEL_KEY)] = tf.cast(_dense_1d(inputs[F.LABEL_KEY]), tf.int64)

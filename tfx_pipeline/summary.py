@@ -27,6 +27,18 @@ def _latest(store, type_name):
   return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
+def _cold_by(store) -> str:
+  """What the latest Transform counted for the cold-ad slice (its ``custom_config``)."""
+  types = {t.id: t.name for t in store.get_execution_types()}
+  runs = [e for e in store.get_executions() if types.get(e.type_id, "").endswith(".Transform")]
+  if runs:
+    prop = max(runs, key=lambda e: e.id).custom_properties.get("custom_config")
+    config = json.loads(prop.string_value) if prop is not None and prop.string_value else None
+    if isinstance(config, dict) and config.get("cold_by") in F.COLD_BY:
+      return config["cold_by"]
+  return F.COLD_BY[0]
+
+
 def slice_name(slice_key) -> str:
   parts = []
   for s in slice_key.single_slice_keys:
@@ -55,7 +67,7 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
   import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
   p = paths(output_dir)
   store = _store(p["metadata"])
-  summary: Dict[str, Any] = {"output": os.path.abspath(output_dir)}
+  summary: Dict[str, Any] = {"output": os.path.abspath(output_dir), "cold_by": _cold_by(store)}
   evaluation = _latest(store, "ModelEvaluation")
   blessing = _latest(store, "ModelBlessing")
   pushed = _latest(store, "PushedModel")
@@ -103,7 +115,7 @@ def format_summary(s: Dict[str, Any]) -> str:
       lines.append(f"  {k:<16} rows {int(m.get('example_count', 0)):>6}   AUC {m.get('auc', float('nan')):.4f}")
     for k in sorted(k for k in metrics if k.startswith(F.COLD_KEY + "=")):
       m, cold = metrics[k], k.endswith("=1")
-      note = f"   (fewer than {F.COLD_THRESHOLD} training impressions)" if cold else ""
+      note = f"   (fewer than {F.COLD_THRESHOLD} training {s.get('cold_by', F.COLD_BY[0])})" if cold else ""
       lines.append(f"  {'cold ads' if cold else 'warm ads':<16} rows {int(m.get('example_count', 0)):>6}"
                    f"   AUC {m.get('auc', float('nan')):.4f}{note}")
   table = s.get("visual_table")

@@ -2,7 +2,8 @@
 
     bin/cscnn data movielens --source ../shared/data/movielens1m_posters --out DIR \\
         [--users N] [--negatives K] [--eval-negatives M] [--seed S]
-    bin/cscnn pipeline run --data DIR --output OUT --on-bad-image blank [--variant none|cscnn]
+    bin/cscnn pipeline run --data DIR --output OUT --on-bad-image blank --cold-by positives \\
+        [--variant none|cscnn]
 
 The source (``/work/shared/data/movielens1m_posters``: ``ratings.csv`` user_id,movie_id,rating;
 ``movies.dat`` ``MovieID::Title (Year)::Genre|Genre`` in ISO-8859-1; ``users.dat``
@@ -66,10 +67,10 @@ gives them the grey fallback image (``image_ok=0``). ``posters/3575.jpg`` is rea
 poster is grayscale: AdCatalogGen opens images by content (PIL) and converts to RGB.
 
 Cold movies: ``summary.json`` counts eval rows whose movie has fewer than 5 TRAINING POSITIVES
-(the paper's definition). The pipeline's ``ad_is_cold`` slice counts training ROWS (positives
-and sampled negatives): with uniformly sampled negatives (~20 rows per movie at the defaults)
-hardly any movie is cold by that count, so the pipeline's cold slice is empty here;
-``summary.json`` gives both counts.
+(the paper's definition). Run the pipeline with ``--cold-by positives`` so that its
+``ad_is_cold`` slice counts the same; by default it counts training ROWS (right for impression
+logs), and with uniformly sampled negatives (~20 rows per movie at the defaults) hardly any
+movie is cold by that count. ``summary.json`` gives both counts.
 
 Size: ``--users`` defaults to 500 random users (of 6,040): ~153k training rows and 10.5k eval
 rows, converted in ~3 s; ``pipeline run`` then took 230 s (``--variant none``) and 377 s
