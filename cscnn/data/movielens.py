@@ -73,9 +73,8 @@ logs), and with uniformly sampled negatives (~20 rows per movie at the defaults)
 movie is cold by that count. ``summary.json`` gives both counts.
 
 Size: ``--users`` defaults to 500 random users (of 6,040): ~153k training rows and 10.5k eval
-rows, converted in ~3 s; ``pipeline run`` then took 230 s (``--variant none``) and 377 s
-(``--variant cscnn``, light backbone, 32x32, 300 steps) on 2 cores, 4.2 and 6.6 min for the whole
-command. ``--users 0`` converts all 6,040 users (2.0 M training rows) in ~16 s.
+rows, converted in ~3 s; one ``pipeline run`` then takes 3 to 5 minutes on 2 cores (light backbone,
+32x32, 600 steps; 181 to 301 s per cell in the 3-seed ablation of docs/benchmarks.md). ``--users 0`` converts all 6,040 users (2.0 M training rows) in ~16 s.
 """
 
 from __future__ import annotations
