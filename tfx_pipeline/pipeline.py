@@ -25,6 +25,7 @@ from components.visual_trainer import VisualTrainer
 from models.dcn import OUTPUT_KEY
 from tfx_pipeline import configs
 from tfx_pipeline import features as F
+from tfx_pipeline.preprocessing import cold_by as check_cold_by
 from tfx_pipeline.input_check import input_splits
 from tfx_pipeline.export import TRANSFORM_FEATURES
 from tfx_pipeline.schema import SCHEMA_PATH
@@ -122,8 +123,7 @@ def create_pipeline(
       (every row; impression logs) or ``positives`` (label 1 only; implicit feedback with
       sampled negatives, such as MovieLens); see `features.COLD_BY`.
   """
-  if cold_by not in F.COLD_BY:
-    raise ValueError(f"cold_by must be one of {', '.join(F.COLD_BY)}; got {cold_by!r}")
+  cold_by = check_cold_by({"cold_by": cold_by})
   trainer_config = dict(trainer_config or {})
   trainer_config["visual"] = {**trainer_config.get("visual", {}), "variant": visual_variant,
                               "image_size": image_size}
