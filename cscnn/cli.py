@@ -306,6 +306,9 @@ def _cmd_experiment_ablation(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
   from tfx_pipeline import configs
   from tfx_pipeline import features as F
+  cold_by = dict(default=F.COLD_BY[0], choices=list(F.COLD_BY),
+                 help="the cold-ad slice: ads with fewer than 5 training impressions (rows), or "
+                      "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
   p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
   sub = p.add_subparsers(dest="command", required=True)
 
@@ -373,9 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--table-min-impressions", type=int, default=0,
                  help="visual table frequency control: keep ads with >= N training impressions")
   r.add_argument("--table-top-k", type=int, default=0, help="keep only the K most shown ads (0 = all)")
-  r.add_argument("--cold-by", default=F.COLD_BY[0], choices=list(F.COLD_BY),
-                 help="the cold-ad slice: ads with fewer than 5 training impressions (rows), or "
-                      "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
+  r.add_argument("--cold-by", **cold_by)
   r.add_argument("--cache", action="store_true",
                  help="reuse outputs of earlier runs in OUTPUT whose inputs did not change (TFX cache), "
                       "e.g. ExampleGen and Transform when only the trainer's options change")
@@ -397,9 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "fixed at compile time, data_root being a run-time parameter")
   cp.add_argument("--variant", default=configs.VISUAL_VARIANT,
                   choices=["none", "fixed", "finetune", "cbam", "cscnn"])
-  cp.add_argument("--cold-by", default=F.COLD_BY[0], choices=list(F.COLD_BY),
-                 help="the cold-ad slice: ads with fewer than 5 training impressions (rows), or "
-                      "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
+  cp.add_argument("--cold-by", **cold_by)
   cp.add_argument("--beam-arg", action="append", default=[])
   cp.set_defaults(func=_cmd_pipeline_compile)
   nd = pipe.add_parser("nodes", help="the pipeline's components in order, with their upstream ones")
