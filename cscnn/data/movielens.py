@@ -276,7 +276,7 @@ def _check_out_dir(out_dir: str) -> None:
                       "mix with the pre-split train/ and eval/ folders: use an empty folder")
   repo = os.path.realpath(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   out = os.path.realpath(out_dir)
-  if not os.path.isdir(os.path.join(repo, ".git")) or os.path.commonpath([out, repo]) != repo:
+  if not os.path.exists(os.path.join(repo, ".git")) or os.path.commonpath([out, repo]) != repo:
     return
   ignored = set()
   try:
