@@ -2,10 +2,12 @@
 
 The sample's click effect is the colour of the disc in the category's key quadrant
 (`cscnn/data/sample.py`). A supervised probe pairs every image with every category and asks
-the tower (+ a linear read-out) whether that disc has the category's preferred colour; the
-labels come from the pixels and `visual.json`, not from the generator's code. With the
-category prior (CSCNN) the tower can attend to the right quadrant; without it (plain CNN, CBAM)
-it only sees which colours an image contains, which leaves the answer uncertain.
+the tower (+ a read-out) whether that disc has the category's preferred colour; the labels
+come from the pixels and `visual.json`, not from the generator's code. With the category prior
+(CSCNN) the tower itself attends to the right quadrant, so a linear read-out suffices; without
+it (plain CNN, CBAM) the tower's pooled features say which colours are where only loosely
+(through the convolutions' zero padding), and the answer needs a read-out that crosses them with
+the category, as the DCN's deep layers do.
 """
 
 import json
@@ -42,13 +44,16 @@ def probe_data(tmp_path_factory):
   return images, index, cats, labels, held_out, len(prefs)
 
 
-def _probe_auc(kind, data, steps=150):
+def _probe_auc(kind, data, steps=150, hidden=0):
+  """AUC on unseen images of tower + [x_v, category embedding] -> (ReLU(hidden) ->) logit."""
   images, index, cats, labels, held_out, k = data
   keras.utils.set_random_seed(0)
   tower = build_visual_tower(BackboneConfig("light", 32, 32), AttentionConfig(kind), k + 1)
   image, category = keras.Input((32, 32, 3)), keras.Input((), dtype="int64")
   x_v = tower({IMAGE_INPUT: image, CATEGORY_INPUT: category})
   read_out = keras.layers.Concatenate()([x_v, keras.layers.Embedding(k + 1, 4)(category)])
+  if hidden:
+    read_out = keras.layers.Dense(hidden, activation="relu")(read_out)
   model = keras.Model([image, category], keras.layers.Dense(1, activation="sigmoid")(read_out))
   model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
   train, test = np.flatnonzero(~held_out), np.flatnonzero(held_out)
@@ -67,3 +72,10 @@ def test_category_prior_reads_the_category_specific_visual_property(probe_data):
   cbam = _probe_auc("cbam", probe_data)
   assert cscnn > 0.95, cscnn
   assert cbam < 0.85, cbam
+
+
+def test_plain_cnn_reads_it_only_through_a_read_out_that_crosses_it_with_the_category(probe_data):
+  linear = _probe_auc("none", probe_data, steps=300)
+  crossed = _probe_auc("none", probe_data, steps=300, hidden=64)
+  assert linear < 0.85, linear
+  assert crossed > 0.88, crossed
