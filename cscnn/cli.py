@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
   from tfx_pipeline import configs
   from tfx_pipeline import features as F
   cold_by = dict(default=F.COLD_BY[0], choices=list(F.COLD_BY),
-                 help="the cold-ad slice: ads with fewer than 5 training impressions (rows), or "
+                 help=f"the cold-ad slice: ads with fewer than {F.COLD_THRESHOLD} training impressions (rows), or "
                       "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
   p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
   sub = p.add_subparsers(dest="command", required=True)
