@@ -6,7 +6,8 @@ of one configuration with one trainer seed. All cells run in one pipeline output
 run once for the whole grid (their inputs do not change), the Trainer, VisualEmbeddingGen and
 Evaluator once per cell. A finished cell leaves ``OUTPUT/cells/<label>_seed<k>/result.json``
 (written atomically, with the cell's log beside it) and is never recomputed, so an interrupted
-experiment resumes where it stopped. The table (Markdown and CSV, mean and std over
+experiment resumes where it stopped; a rerun with other arguments (data, training steps,
+backbone, ``--run-arg``) into the same output is refused rather than mixed with them. The table (Markdown and CSV, mean and std over
 seeds and every seed's value) and a plot are rebuilt from the cells at the end.
 
 Grids:
@@ -66,9 +67,15 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       cell = os.path.join(output, "cells", f"{label}_seed{seed}".replace("'", "").replace("=", ""))
       result_path = os.path.join(cell, "result.json")
       done += 1
+      cell_args = [os.path.abspath(data), *args, *run_args]
       if os.path.exists(result_path):
         with open(result_path) as f:
-          results.append(json.load(f))
+          kept = json.load(f)
+        if kept.get("args", cell_args) != cell_args:   # cells from before args were recorded pass
+          raise ValueError(
+              f"cell {label} seed {seed} in {cell} was run with {kept['args']}, not {cell_args}: "
+              "a finished cell is never recomputed, so give this experiment its own --output")
+        results.append(kept)
         log(f"[{done}/{total}] {label} seed {seed}: done before, kept")
         continue
       os.makedirs(cell, exist_ok=True)
@@ -83,7 +90,7 @@ def run_ablation(data: str, output: str, grid: str = "variants",
         raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
       text = proc.stdout
       summary = json.loads(text[text.index("{\n"):])
-      result = _cell_result(summary, label, seed, time.time() - t0)
+      result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args}
       with open(result_path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
       os.replace(result_path + ".tmp", result_path)

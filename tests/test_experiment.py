@@ -33,3 +33,7 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path):
   assert r["per_user_auc"] is not None and r["cold_rows"] >= 0
   assert "| none | 1 |" in open(os.path.join(out, "table.md")).read()
   assert os.path.getsize(os.path.join(out, "ablation.png")) > 5000
+  # Other arguments into the same output are refused, naming the cell; the cell stays as it was.
+  other = cscnn(*[a if a != "20" else "30" for a in args], check=False)
+  assert other.returncode == 1 and "cell none seed 0" in other.stderr and "--output" in other.stderr
+  assert os.stat(result).st_mtime_ns == stamp
