@@ -6,8 +6,11 @@
   every conv layer in the blocks (the paper's count of 16 layers). The stem conv never gets one.
 - ``cnnf``: CNN-F (Chatfield et al. 2014; VBPR's CNN): 5 conv + 2 fc layers (LRN omitted),
   the paper's ablation backbone; attention on conv2..conv5, never conv1.
-- ``light``: a small conv net for 2 CPU cores and small images (the sample pipeline's
-  default): a 3x3 stem and three 3x3 conv-BN-ReLU layers, attention on the last three.
+- ``light``: a small residual net for 2 CPU cores and small images (the sample pipeline's
+  default): a 3x3 stem and three one-conv residual blocks (3x3 conv-BN on the branch; identity
+  shortcut, or 1x1 conv-BN where the shape changes; ReLU after the addition). Attention sits on
+  each branch after its BN, before the addition, as in the official CBAM, so that a module
+  re-weights the block's update and never gates the whole signal.
 
 Attention goes on the last ``attention_layers`` (L') eligible layers (default: all).
 Every tower ends with global average pooling (flatten for CNN-F) and a linear projection to
@@ -145,9 +148,12 @@ def _light(b: _Builder, x):
   x = keras.layers.ReLU(name="stem_relu")(b.conv_bn(x, channels[0], 3, 1, "stem"))
   for i, filters in enumerate(channels[1:], start=1):
     stride = 2 if i < len(channels) - 1 else 1
-    x = b.conv_bn(x, filters, 3, stride, f"conv{i}")
-    x = b.attend(x, f"conv{i}")
-    x = keras.layers.ReLU(name=f"conv{i}_relu")(x)
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+      shortcut = b.conv_bn(x, filters, 1, stride, f"conv{i}_down")
+    y = b.conv_bn(x, filters, 3, stride, f"conv{i}")
+    y = b.attend(y, f"conv{i}")                   # after the BN, before the residual addition
+    x = keras.layers.ReLU(name=f"conv{i}_relu")(keras.layers.Add(name=f"conv{i}_add")([shortcut, y]))
   return keras.layers.GlobalAveragePooling2D(name="pool")(x)
 
 

@@ -38,14 +38,17 @@ def test_attention_placement(cfg, n_modules, first):
   assert tuple(out.shape) == (2, 150)
 
 
-def test_per_block_attention_sits_before_the_residual_addition():
-  tower = build_visual_tower(BackboneConfig("resnet18", 32, placement="per-block"),
-                             AttentionConfig("cbam"), 1)
-  add = tower.get_layer("res1_0_add")
-  producers = {t._keras_history.operation.name for t in add.input}
-  assert "attention_res1_0" in producers
-  att = tower.get_layer("attention_res1_0")
-  assert att.input[0]._keras_history.operation.name == "res1_0_b_bn"   # after the last BN
+@pytest.mark.parametrize("cfg, block, last_bn, shortcut", [
+    (BackboneConfig("resnet18", 32, placement="per-block"), "res1_0", "res1_0_b_bn", "stem_pool"),
+    (BackboneConfig("light", 32), "conv1", "conv1_bn", "conv1_down_bn"),      # projection shortcut
+    (BackboneConfig("light", 32), "conv3", "conv3_bn", "conv2_relu"),         # identity shortcut
+])
+def test_attention_sits_on_the_residual_branch_before_the_addition(cfg, block, last_bn, shortcut):
+  tower = build_visual_tower(cfg, AttentionConfig("cbam"), 1)
+  producers = {t._keras_history.operation.name for t in tower.get_layer(f"{block}_add").input}
+  assert producers == {f"attention_{block}", shortcut}
+  att = tower.get_layer(f"attention_{block}")
+  assert att.input[0]._keras_history.operation.name == last_bn   # after the last BN
 
 
 def test_freeze_fixes_backbone_but_not_projection():
