@@ -7,8 +7,9 @@ run once for the whole grid (their inputs do not change), the Trainer, VisualEmb
 Evaluator once per cell. A finished cell leaves ``OUTPUT/cells/<label>_seed<k>/result.json``
 (written atomically, with the cell's log beside it) and is never recomputed, so an interrupted
 experiment resumes where it stopped; a rerun with other arguments (data, training steps,
-backbone, ``--run-arg``) into the same output is refused rather than mixed with them. The table (Markdown and CSV, mean and std over
-seeds and every seed's value) and a plot are rebuilt from the cells at the end.
+backbone, ``--run-arg``) into the same output is refused rather than mixed with them. The
+table (Markdown and CSV, mean and std over seeds and every seed's value) and a plot are rebuilt
+from the cells at the end.
 
 Grids:
 - ``variants`` (Table 8 / Table 4): the visual variants given with ``--variants``.
