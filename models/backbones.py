@@ -104,6 +104,15 @@ class _Builder:
                                        name=f"{name}_conv"))(x)
     return self.layer(keras.layers.BatchNormalization(momentum=self.cfg.bn_momentum, name=f"{name}_bn"))(x)
 
+  def residual(self, x, branch, filters, stride, name):
+    """ReLU(shortcut(x) + branch(x)); the shortcut is the identity, or a 1x1 conv-BN projection
+    (``<name>_down``) where the stride or the width changes."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+      shortcut = self.conv_bn(x, filters, 1, stride, f"{name}_down")
+    y = branch(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
+
 
 def _resnet18(b: _Builder, x):
   x = b.conv_bn(x, 64, 7, 2, "stem")
@@ -114,16 +123,16 @@ def _resnet18(b: _Builder, x):
     for block in range(2):
       s = stride if block == 0 else 1
       name = f"res{stage}_{block}"
-      shortcut = x
-      if s != 1 or x.shape[-1] != filters:
-        shortcut = b.conv_bn(x, filters, 1, s, f"{name}_down")
-      y = b.conv_bn(x, filters, 3, s, f"{name}_a")
-      if per_conv:
-        y = b.attend(y, f"{name}_a")
-      y = keras.layers.ReLU(name=f"{name}_a_relu")(y)
-      y = b.conv_bn(y, filters, 3, 1, f"{name}_b")
-      y = b.attend(y, f"{name}_b" if per_conv else name)   # after the last BN, before the add
-      x = keras.layers.ReLU(name=f"{name}_relu")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
+
+      def branch(x, name=name, filters=filters, s=s):
+        y = b.conv_bn(x, filters, 3, s, f"{name}_a")
+        if per_conv:
+          y = b.attend(y, f"{name}_a")
+        y = keras.layers.ReLU(name=f"{name}_a_relu")(y)
+        y = b.conv_bn(y, filters, 3, 1, f"{name}_b")
+        return b.attend(y, f"{name}_b" if per_conv else name)   # after the last BN, before the add
+
+      x = b.residual(x, branch, filters, s, name)
   return keras.layers.GlobalAveragePooling2D(name="pool")(x)
 
 
@@ -148,12 +157,12 @@ def _light(b: _Builder, x):
   x = keras.layers.ReLU(name="stem_relu")(b.conv_bn(x, channels[0], 3, 1, "stem"))
   for i, filters in enumerate(channels[1:], start=1):
     stride = 2 if i < len(channels) - 1 else 1
-    shortcut = x
-    if stride != 1 or x.shape[-1] != filters:
-      shortcut = b.conv_bn(x, filters, 1, stride, f"conv{i}_down")
-    y = b.conv_bn(x, filters, 3, stride, f"conv{i}")
-    y = b.attend(y, f"conv{i}")                   # after the BN, before the residual addition
-    x = keras.layers.ReLU(name=f"conv{i}_relu")(keras.layers.Add(name=f"conv{i}_add")([shortcut, y]))
+    name = f"conv{i}"
+
+    def branch(x, name=name, filters=filters, stride=stride):
+      return b.attend(b.conv_bn(x, filters, 3, stride, name), name)   # after the BN, before the add
+
+    x = b.residual(x, branch, filters, stride, name)
   return keras.layers.GlobalAveragePooling2D(name="pool")(x)
 
 
