@@ -60,45 +60,49 @@ def run_ablation(data: str, output: str, grid: str = "variants",
                  variants: Sequence[str] = ("none", "fixed", "finetune", "cbam", "cscnn"),
                  seeds: int = 3, run_args: Sequence[str] = (), log=print) -> List[Dict]:
   cells = cells_for(grid, variants)
-  results = []
-  total, done = len(cells) * seeds, 0
-  t_start = time.time()
-  for seed in range(seeds):                      # seed-major: a partial run already compares variants
+  plan = []                                      # seed-major: a partial run already compares variants
+  for seed in range(seeds):
     for label, args in cells:
       cell = os.path.join(output, "cells", f"{label}_seed{seed}".replace("'", "").replace("=", ""))
-      result_path = os.path.join(cell, "result.json")
-      done += 1
-      cell_args = [os.path.abspath(data), *args, *run_args]
-      if os.path.exists(result_path):
-        with open(result_path) as f:
-          kept = json.load(f)
-        if kept.get("args", cell_args) != cell_args:   # cells from before args were recorded pass
-          raise ValueError(
-              f"cell {label} seed {seed} in {cell} was run with {kept['args']}, not {cell_args}: "
-              "a finished cell is never recomputed, so give this experiment its own --output")
-        results.append(kept)
-        log(f"[{done}/{total}] {label} seed {seed}: done before, kept")
-        continue
-      os.makedirs(cell, exist_ok=True)
-      t0 = time.time()
-      cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", data, "--output",
-             os.path.join(output, "run"), "--cache", "--seed", str(seed), "--auc-floor", "0",
-             "--json", *args, *run_args]
-      proc = subprocess.run(cmd, capture_output=True, text=True)
-      with open(os.path.join(cell, "log.txt"), "w") as f:
-        f.write(proc.stdout + "\n" + proc.stderr)
-      if proc.returncode != 0:
-        raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
-      text = proc.stdout
-      summary = json.loads(text[text.index("{\n"):])
-      result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args}
-      with open(result_path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-      os.replace(result_path + ".tmp", result_path)
-      results.append(result)
-      elapsed = time.time() - t_start
-      log(f"[{done}/{total}] {label} seed {seed}: AUC {result['auc']:.4f} "
-          f"({result['wall_time_s']:.0f} s; {elapsed / 60:.1f} min so far)")
+      plan.append((label, seed, args, cell, [os.path.abspath(data), *args, *run_args]))
+  kept = {}
+  for label, seed, _, cell, cell_args in plan:   # every kept cell is checked before any cell runs
+    result_path = os.path.join(cell, "result.json")
+    if os.path.exists(result_path):
+      with open(result_path) as f:
+        kept[cell] = json.load(f)
+      if kept[cell].get("args", cell_args) != cell_args:   # cells from before args were recorded pass
+        raise ValueError(
+            f"cell {label} seed {seed} in {cell} was run with {kept[cell]['args']}, not {cell_args}: "
+            "a finished cell is never recomputed, so give this experiment its own --output")
+  results = []
+  t_start = time.time()
+  for done, (label, seed, args, cell, cell_args) in enumerate(plan, start=1):
+    if cell in kept:
+      results.append(kept[cell])
+      log(f"[{done}/{len(plan)}] {label} seed {seed}: done before, kept")
+      continue
+    result_path = os.path.join(cell, "result.json")
+    os.makedirs(cell, exist_ok=True)
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", data, "--output",
+           os.path.join(output, "run"), "--cache", "--seed", str(seed), "--auc-floor", "0",
+           "--json", *args, *run_args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with open(os.path.join(cell, "log.txt"), "w") as f:
+      f.write(proc.stdout + "\n" + proc.stderr)
+    if proc.returncode != 0:
+      raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
+    text = proc.stdout
+    summary = json.loads(text[text.index("{\n"):])
+    result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args}
+    with open(result_path + ".tmp", "w") as f:
+      json.dump(result, f, indent=1)
+    os.replace(result_path + ".tmp", result_path)
+    results.append(result)
+    elapsed = time.time() - t_start
+    log(f"[{done}/{len(plan)}] {label} seed {seed}: AUC {result['auc']:.4f} "
+        f"({result['wall_time_s']:.0f} s; {elapsed / 60:.1f} min so far)")
   write_table(results, [c[0] for c in cells], output)
   return results
 

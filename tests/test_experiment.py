@@ -33,7 +33,10 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path):
   assert r["per_user_auc"] is not None and r["cold_rows"] >= 0
   assert "| none | 1 |" in open(os.path.join(out, "table.md")).read()
   assert os.path.getsize(os.path.join(out, "ablation.png")) > 5000
-  # Other arguments into the same output are refused, naming the cell; the cell stays as it was.
-  other = cscnn(*[a if a != "20" else "30" for a in args], check=False)
+  # Other arguments into the same output are refused before any cell runs (finetune, new and
+  # first in the grid, is not started), naming the kept cell; that cell stays as it was.
+  other = cscnn("experiment", "ablation", "--data", data, "--output", out, "--variants", "finetune,none",
+                "--seeds", "1", "--train-steps", "30", "--run-arg=--eval-steps=3", check=False)
   assert other.returncode == 1 and "cell none seed 0" in other.stderr and "--output" in other.stderr
+  assert not os.path.exists(os.path.join(out, "cells", "finetune_seed0"))
   assert os.stat(result).st_mtime_ns == stamp
