@@ -108,10 +108,18 @@ def run_ablation(data: str, output: str, grid: str = "variants",
 
 
 def _mean_std(values):
+  """Mean and sample std (n - 1) of the values that exist; the std is None for one value (one
+  seed says nothing about the spread, and printing 0 would claim it is none)."""
   values = [v for v in values if v is not None]
   if not values:
     return None, None
-  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _format_mean_std(mean, std) -> str:
+  if mean is None:
+    return "n/a"
+  return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
 def write_table(results: List[Dict], labels: Sequence[str], output: str) -> Dict[str, str]:
@@ -125,8 +133,7 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str) -> Dict
   for l in labels:
     cells = sorted(by[l], key=lambda r: r["seed"])
     stats = {k: _mean_std([r[k] for r in cells]) for k, _ in METRICS}
-    fmt = lambda ms: "n/a" if ms[0] is None else f"{ms[0]:.4f} ± {ms[1]:.4f}"  # noqa: E731
-    md.append(f"| {l} | {len(cells)} | " + " | ".join(fmt(stats[k]) for k, _ in METRICS)
+    md.append(f"| {l} | {len(cells)} | " + " | ".join(_format_mean_std(*stats[k]) for k, _ in METRICS)
               + " | " + ", ".join(f"{r['auc']:.4f}" for r in cells) + " |")
     rows.append({"configuration": l, "seeds": len(cells),
                  **{f"{k}_mean": stats[k][0] for k, _ in METRICS},

@@ -40,3 +40,23 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path):
   assert other.returncode == 1 and "cell none seed 0" in other.stderr and "--output" in other.stderr
   assert not os.path.exists(os.path.join(out, "cells", "finetune_seed0"))
   assert os.stat(result).st_mtime_ns == stamp
+
+
+def test_table_gives_mean_and_sample_std_and_no_std_for_one_seed(tmp_path):
+  from cscnn.experiment import write_table  # pylint: disable=import-outside-toplevel
+
+  def cell(label, seed, auc, cold):
+    return {"label": label, "seed": seed, "auc": auc, "per_user_auc": auc - 0.01, "cold_auc": cold}
+
+  # "a": AUC 0.70 / 0.72 / 0.74 -> mean 0.72, sample std sqrt((0.02^2 + 0 + 0.02^2) / 2) = 0.02;
+  # cold AUC missing in one seed -> mean of the other two. "b": one seed -> no std.
+  results = [cell("a", 1, 0.72, 0.60), cell("a", 0, 0.70, None), cell("a", 2, 0.74, 0.64),
+             cell("b", 0, 0.75, 0.66)]
+  paths = write_table(results, ["a", "b"], str(tmp_path))
+  md = open(paths["markdown"]).read().splitlines()
+  assert md[2] == "| a | 3 | 0.7200 ± 0.0200 | 0.7100 ± 0.0200 | 0.6200 ± 0.0283 | 0.7000, 0.7200, 0.7400 |"
+  assert md[3] == "| b | 1 | 0.7500 | 0.7400 | 0.6600 | 0.7500 |"
+  with open(paths["csv"]) as f:
+    rows = {r["configuration"]: r for r in csv.DictReader(f)}
+  assert abs(float(rows["a"]["auc_std"]) - 0.02) < 1e-12
+  assert rows["b"]["auc_std"] == "" and float(rows["b"]["auc_mean"]) == 0.75
