@@ -1,6 +1,6 @@
 """The `cscnn` command line (run it through `bin/cscnn`, which enters the environment).
 
-  cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--seed X]
+  cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--overlays N] [--seed X]
   cscnn data movielens --source DIR --out DIR [--users N] [--negatives K] [--eval-negatives M] [--seed S]
   cscnn pipeline run --data DIR --output OUT [--beam-arg ARG ...] [--train-steps N] ...
   cscnn pipeline summary --output OUT [--json]
@@ -22,7 +22,7 @@ def _cmd_data_sample(args) -> int:
   try:
     cfg = SampleConfig(impressions=args.impressions, ads=args.ads, categories=args.categories,
                        users=args.users, image_size=args.image_size, seed=args.seed,
-                       visual_strength=args.visual_strength)
+                       visual_strength=args.visual_strength, overlays=args.overlays)
   except ValueError as e:
     print(f"cscnn data sample: {e}", file=sys.stderr)
     return 2
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--image-size", type=int, default=defaults.image_size)
   s.add_argument("--visual-strength", type=float, default=defaults.visual_strength,
                  help="weight of the category-specific visual effect on the click logit")
+  s.add_argument("--overlays", type=int, default=defaults.overlays,
+                 help="small palette-coloured squares drawn over each image (price tags, stickers, "
+                      "text); category-independent clutter with no click signal")
   s.add_argument("--seed", type=int, default=defaults.seed)
   s.set_defaults(func=_cmd_data_sample)
   from cscnn.data.movielens import DEFAULT_USERS

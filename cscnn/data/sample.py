@@ -10,6 +10,12 @@ Catalogue
     and an image.
   * The image (``S x S`` RGB PNG) is a textured grey background with four filled discs, one
     in each quadrant, each of a colour drawn independently (red, green, blue or yellow).
+  * Over it, ``overlays`` small squares (side ``S // 16``, at least 1 pixel), each in one of
+    the same four colours, at uniform positions, over the background and the discs alike: the
+    price tags, stickers, logos and text that real creatives carry. They are the same for every
+    category and carry no click signal; a model has to see the product past them. With
+    ``overlays = 0`` the images are the bare discs (and the bytes are those of versions
+    without this option).
 
 Category-specific visual effect (what CSCNN exists to capture)
   * Every category ``k`` has a key quadrant ``q*_k`` and a preferred colour ``c*_k`` (drawn
@@ -70,12 +76,15 @@ class SampleConfig:
   users: int = 500
   image_size: int = 32
   visual_strength: float = 2.0
+  overlays: int = 0
   seed: int = 0
 
   def __post_init__(self):
     for name in ("impressions", "ads", "categories", "users"):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+    if self.overlays < 0:
+      raise ValueError(f"--overlays must be >= 0, got {self.overlays}")
     if self.image_size < 8:
       raise ValueError(f"--image-size must be >= 8, got {self.image_size}")
 
@@ -85,9 +94,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def render_image(colours: Sequence[str], size: int, rng: np.random.Generator) -> np.ndarray:
+def render_image(colours: Sequence[str], size: int, rng: np.random.Generator,
+                 overlays: int = 0) -> np.ndarray:
   """An S x S x 3 uint8 image: textured grey background and one disc per quadrant, the disc in
-  ``QUADRANTS[q]`` filled with ``colours[q]``."""
+  ``QUADRANTS[q]`` filled with ``colours[q]``; then ``overlays`` squares of side ``S // 16`` in
+  random palette colours at random places (drawn after the discs, so they cover them too)."""
   if len(colours) != len(QUADRANTS):
     raise ValueError(f"need one colour per quadrant ({len(QUADRANTS)}), got {len(colours)}")
   img = rng.normal(128, 18, size=(size, size, 1)).clip(0, 255) * np.ones((1, 1, 3))
@@ -97,6 +108,13 @@ def render_image(colours: Sequence[str], size: int, rng: np.random.Generator) ->
     cy = size * (0.27 if qi < 2 else 0.73)
     cx = size * (0.27 if qi % 2 == 0 else 0.73)
     img[(yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r] = COLOURS[colour]
+  if overlays:
+    side = max(1, size // 16)
+    palette = np.array(list(COLOURS.values()), float)
+    corners = rng.integers(0, size - side + 1, size=(overlays, 2))
+    fills = rng.integers(0, len(palette), size=overlays)
+    for (y, x), c in zip(corners, fills):
+      img[y:y + side, x:x + side] = palette[c]
   return img.round().astype(np.uint8)
 
 
@@ -195,7 +213,7 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
     w = csv.writer(f, lineterminator="\n")
     w.writerow([F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image"])
     for i in range(M):
-      img = render_image([colours[c] for c in ad_colours[i]], S, rng)
+      img = render_image([colours[c] for c in ad_colours[i]], S, rng, cfg.overlays)
       rel = f"images/{ad_ids[i]}.png"
       with open(os.path.join(out_dir, rel), "wb") as g:
         g.write(encode_png(img))
