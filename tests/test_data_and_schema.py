@@ -1,6 +1,7 @@
 """Sample data generator, curated schema and the CSV pre-flight check."""
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -92,9 +93,32 @@ def test_clicks_depend_on_category_specific_visual_properties(sample):
   assert abs(ctr["elsewhere"] - ctr["absent"]) < 0.05, ctr
 
 
+def test_overlays_clutter_the_images_and_leave_the_clicks_and_the_key_discs_alone(tmp_path):
+  """--overlays N adds N palette-coloured squares of side S // 16 to each image and nothing
+  else: the impressions, clicks, ads and visual ground truth are those of the bare images, and
+  the disc colours still read back the same from the pixels."""
+  bare = SampleConfig(impressions=300, ads=20, seed=7, overlays=0)
+  generate(bare, str(tmp_path / "bare"), log=_quiet)
+  generate(dataclasses.replace(bare, overlays=25), str(tmp_path / "ov"), log=_quiet)
+  for rel in ("impressions/impressions.csv", "ads/ads.csv"):
+    assert (tmp_path / "bare" / rel).read_bytes() == (tmp_path / "ov" / rel).read_bytes(), rel
+  truth = [json.loads((tmp_path / d / "visual.json").read_text())["visual_preferences"] for d in ("bare", "ov")]
+  assert truth[0] == truth[1]
+  palette = np.array([(220, 40, 40), (40, 180, 60), (40, 80, 220), (230, 210, 40)])
+  for name in sorted(os.listdir(tmp_path / "bare" / "images")):
+    a = np.asarray(Image.open(tmp_path / "bare" / "images" / name)).astype(int)
+    b = np.asarray(Image.open(tmp_path / "ov" / "images" / name)).astype(int)
+    changed = np.any(a != b, axis=-1)
+    assert 0 < changed.sum() <= 25 * 2 * 2, (name, changed.sum())    # 25 squares of 2 x 2 at S = 32
+    assert all((palette == px).all(-1).any() for px in b[changed]), name
+    assert quadrant_colours(a) == quadrant_colours(b), name
+
+
 def test_sample_config_validation():
   with pytest.raises(ValueError, match="--ads"):
     SampleConfig(ads=0)
+  with pytest.raises(ValueError, match="--overlays"):
+    SampleConfig(overlays=-1)
 
 
 def test_committed_schema_is_generated_from_features():

@@ -13,9 +13,10 @@ Catalogue
   * Over it, ``overlays`` small squares (side ``S // 16``, at least 1 pixel), each in one of
     the same four colours, at uniform positions, over the background and the discs alike: the
     price tags, stickers, logos and text that real creatives carry. They are the same for every
-    category and carry no click signal; a model has to see the product past them. With
-    ``overlays = 0`` the images are the bare discs (and the bytes are those of versions
-    without this option).
+    category and carry no click signal; a model has to see the product past them. They are
+    drawn from a random stream of their own, so everything else (impressions, clicks, the
+    discs and the background under the overlays) is the same for every ``overlays``, and
+    ``overlays = 0`` gives the bytes of versions without this option.
 
 Category-specific visual effect (what CSCNN exists to capture)
   * Every category ``k`` has a key quadrant ``q*_k`` and a preferred colour ``c*_k`` (drawn
@@ -95,10 +96,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def render_image(colours: Sequence[str], size: int, rng: np.random.Generator,
-                 overlays: int = 0) -> np.ndarray:
+                 overlays: int = 0, overlay_rng: np.random.Generator = None) -> np.ndarray:
   """An S x S x 3 uint8 image: textured grey background and one disc per quadrant, the disc in
   ``QUADRANTS[q]`` filled with ``colours[q]``; then ``overlays`` squares of side ``S // 16`` in
-  random palette colours at random places (drawn after the discs, so they cover them too)."""
+  random palette colours at random places (drawn after the discs, so they cover them too),
+  drawn from ``overlay_rng`` (default ``rng``)."""
   if len(colours) != len(QUADRANTS):
     raise ValueError(f"need one colour per quadrant ({len(QUADRANTS)}), got {len(colours)}")
   img = rng.normal(128, 18, size=(size, size, 1)).clip(0, 255) * np.ones((1, 1, 3))
@@ -111,8 +113,9 @@ def render_image(colours: Sequence[str], size: int, rng: np.random.Generator,
   if overlays:
     side = max(1, size // 16)
     palette = np.array(list(COLOURS.values()), float)
-    corners = rng.integers(0, size - side + 1, size=(overlays, 2))
-    fills = rng.integers(0, len(palette), size=overlays)
+    overlay_rng = rng if overlay_rng is None else overlay_rng
+    corners = overlay_rng.integers(0, size - side + 1, size=(overlays, 2))
+    fills = overlay_rng.integers(0, len(palette), size=overlays)
     for (y, x), c in zip(corners, fills):
       img[y:y + side, x:x + side] = palette[c]
   return img.round().astype(np.uint8)
@@ -128,6 +131,7 @@ def encode_png(img: np.ndarray) -> bytes:
 def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
   """Writes the sample data set to `out_dir`; returns a summary dict."""
   rng = np.random.default_rng(cfg.seed)
+  overlay_rng = np.random.default_rng([cfg.seed, 1])   # its own stream: overlays change nothing else
   K, M, U, N, S = cfg.categories, cfg.ads, cfg.users, cfg.impressions, cfg.image_size
   colours = list(COLOURS)
 
@@ -213,7 +217,7 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
     w = csv.writer(f, lineterminator="\n")
     w.writerow([F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image"])
     for i in range(M):
-      img = render_image([colours[c] for c in ad_colours[i]], S, rng, cfg.overlays)
+      img = render_image([colours[c] for c in ad_colours[i]], S, rng, cfg.overlays, overlay_rng)
       rel = f"images/{ad_ids[i]}.png"
       with open(os.path.join(out_dir, rel), "wb") as g:
         g.write(encode_png(img))
