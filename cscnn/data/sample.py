@@ -16,7 +16,7 @@ Catalogue
     category and carry no click signal; a model has to see the product past them. They are
     drawn from a random stream of their own, so everything else (impressions, clicks, the
     discs and the background under the overlays) is the same for every ``overlays``, and
-    ``overlays = 0`` gives the bytes of versions without this option.
+    ``overlays = 0`` gives the images and CSV files of versions without this option.
 
 Category-specific visual effect (what CSCNN exists to capture)
   * Every category ``k`` has a key quadrant ``q*_k`` and a preferred colour ``c*_k`` (drawn
