@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import quadrant_colours
 
-from cscnn.data.sample import SampleConfig, generate
+from cscnn.data.sample import COLOURS, SampleConfig, generate
 from tfx_pipeline import features as F
 from tfx_pipeline.input_check import InputDataError, check_impressions
 from tfx_pipeline.schema import SCHEMA_PATH, schema_text
@@ -104,7 +104,7 @@ def test_overlays_clutter_the_images_and_leave_the_clicks_and_the_key_discs_alon
     assert (tmp_path / "bare" / rel).read_bytes() == (tmp_path / "ov" / rel).read_bytes(), rel
   truth = [json.loads((tmp_path / d / "visual.json").read_text())["visual_preferences"] for d in ("bare", "ov")]
   assert truth[0] == truth[1]
-  palette = np.array([(220, 40, 40), (40, 180, 60), (40, 80, 220), (230, 210, 40)])
+  palette = np.array(list(COLOURS.values()))
   for name in sorted(os.listdir(tmp_path / "bare" / "images")):
     a = np.asarray(Image.open(tmp_path / "bare" / "images" / name)).astype(int)
     b = np.asarray(Image.open(tmp_path / "ov" / "images" / name)).astype(int)

@@ -95,12 +95,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def render_image(colours: Sequence[str], size: int, rng: np.random.Generator,
-                 overlays: int = 0, overlay_rng: np.random.Generator = None) -> np.ndarray:
+def render_image(colours: Sequence[str], size: int, rng: np.random.Generator) -> np.ndarray:
   """An S x S x 3 uint8 image: textured grey background and one disc per quadrant, the disc in
-  ``QUADRANTS[q]`` filled with ``colours[q]``; then ``overlays`` squares of side ``S // 16`` in
-  random palette colours at random places (drawn after the discs, so they cover them too),
-  drawn from ``overlay_rng`` (default ``rng``)."""
+  ``QUADRANTS[q]`` filled with ``colours[q]``."""
   if len(colours) != len(QUADRANTS):
     raise ValueError(f"need one colour per quadrant ({len(QUADRANTS)}), got {len(colours)}")
   img = rng.normal(128, 18, size=(size, size, 1)).clip(0, 255) * np.ones((1, 1, 3))
@@ -110,15 +107,20 @@ def render_image(colours: Sequence[str], size: int, rng: np.random.Generator,
     cy = size * (0.27 if qi < 2 else 0.73)
     cx = size * (0.27 if qi % 2 == 0 else 0.73)
     img[(yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r] = COLOURS[colour]
-  if overlays:
-    side = max(1, size // 16)
-    palette = np.array(list(COLOURS.values()), float)
-    overlay_rng = rng if overlay_rng is None else overlay_rng
-    corners = overlay_rng.integers(0, size - side + 1, size=(overlays, 2))
-    fills = overlay_rng.integers(0, len(palette), size=overlays)
-    for (y, x), c in zip(corners, fills):
-      img[y:y + side, x:x + side] = palette[c]
   return img.round().astype(np.uint8)
+
+
+def add_overlays(img: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+  """Draws ``count`` squares of side ``S // 16`` (at least 1) in random palette colours at
+  random places over `img` (discs included) and returns it."""
+  size = img.shape[0]
+  side = max(1, size // 16)
+  palette = np.array(list(COLOURS.values()), np.uint8)
+  corners = rng.integers(0, size - side + 1, size=(count, 2))
+  fills = rng.integers(0, len(palette), size=count)
+  for (y, x), c in zip(corners, fills):
+    img[y:y + side, x:x + side] = palette[c]
+  return img
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -217,7 +219,9 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
     w = csv.writer(f, lineterminator="\n")
     w.writerow([F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image"])
     for i in range(M):
-      img = render_image([colours[c] for c in ad_colours[i]], S, rng, cfg.overlays, overlay_rng)
+      img = render_image([colours[c] for c in ad_colours[i]], S, rng)
+      if cfg.overlays:
+        img = add_overlays(img, cfg.overlays, overlay_rng)
       rel = f"images/{ad_ids[i]}.png"
       with open(os.path.join(out_dir, rel), "wb") as g:
         g.write(encode_png(img))
