@@ -7,7 +7,10 @@ run once for the whole grid (their inputs do not change), the Trainer, VisualEmb
 Evaluator once per cell. A finished cell leaves ``OUTPUT/cells/<label>_seed<k>/result.json``
 (written atomically, with the cell's log beside it) and is never recomputed, so an interrupted
 experiment resumes where it stopped; a rerun with other arguments (data, training steps,
-backbone, ``--run-arg``) into the same output is refused rather than mixed with them. The
+backbone, ``--run-arg``) into the same output is refused rather than mixed with them. A cell
+whose configuration (data, arguments, seed) a finished cell in OUTPUT already has, under another
+label or grid, takes that cell's result instead of training the same model again: Table 5's
+cbam and cscnn and Figure 5's C' = 20 and H' = 7 are the variants grid's cbam and cscnn. The
 table (Markdown and CSV, mean and std over seeds and every seed's value) and a plot are rebuilt
 from the cells at the end.
 
@@ -20,6 +23,7 @@ Grids:
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import statistics
@@ -30,12 +34,28 @@ from typing import Dict, List, Sequence, Tuple
 
 METRICS = (("auc", "AUC"), ("per_user_auc", "per-user AUC"), ("cold_auc", "cold-ad AUC"))
 
+def _figure5_cells() -> List[Tuple[str, List[str]]]:
+  """C', H' = W' and L' one at a time. The cell at the default C' or H' is spelled as plain
+  ``--variant cscnn``, so it is the same configuration (and the same cell) as the cscnn cell of
+  the variants grid and of the other sweep."""
+  from models.attention import AttentionConfig  # pylint: disable=import-outside-toplevel
+  default = AttentionConfig()
+
+  def cell(name, flag, value, default_value):
+    return (f"{name}={value}", ["--variant", "cscnn"] + ([] if value == default_value else [flag, str(value)]))
+
+  return ([cell("C'", "--channel-prior", c, default.channel_prior) for c in (5, 10, 20, 40)]
+          + [cell("H'", "--spatial-prior", h, default.spatial_prior) for h in (3, 5, 7, 9)]
+          + [(f"L'={n}", ["--variant", "cscnn", "--attention-layers", str(n)]) for n in (1, 2, 3)])
+
+
+# Table 5: the kinds that are variants of their own (cbam, cscnn) are spelled as those variants,
+# the same configurations as the variants grid's cells.
 GRIDS = {
     "table5": [(k, ["--variant", "cscnn", "--attention", k])
-               for k in ("se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn")],
-    "figure5": ([(f"C'={c}", ["--variant", "cscnn", "--channel-prior", str(c)]) for c in (5, 10, 20, 40)]
-                + [(f"H'={h}", ["--variant", "cscnn", "--spatial-prior", str(h)]) for h in (3, 5, 7, 9)]
-                + [(f"L'={n}", ["--variant", "cscnn", "--attention-layers", str(n)]) for n in (1, 2, 3)]),
+               for k in ("se", "se_prior", "cbam_channel", "cbam_channel_prior")]
+              + [(k, ["--variant", k]) for k in ("cbam", "cscnn")],
+    "figure5": _figure5_cells,
 }
 
 
@@ -44,7 +64,8 @@ def cells_for(grid: str, variants: Sequence[str]) -> List[Tuple[str, List[str]]]
     return [(v, ["--variant", v]) for v in variants]
   if grid not in GRIDS:
     raise ValueError(f"grid must be variants, {', '.join(GRIDS)}; got {grid!r}")
-  return GRIDS[grid]
+  cells = GRIDS[grid]
+  return cells() if callable(cells) else cells
 
 
 def _cell_result(summary: Dict, label: str, seed: int, wall: float) -> Dict:
@@ -75,6 +96,15 @@ def run_ablation(data: str, output: str, grid: str = "variants",
         raise ValueError(
             f"cell {label} seed {seed} in {cell} was run with {kept[cell]['args']}, not {cell_args}: "
             "a finished cell is never recomputed, so give this experiment its own --output")
+  # Every finished cell in OUTPUT, of this grid or another, by configuration and seed: a cell
+  # whose configuration was already run under another label takes that result instead of
+  # training the same model again (e.g. figure5's C'=20 and the variants grid's cscnn).
+  finished = {}
+  for path in sorted(glob.glob(os.path.join(output, "cells", "*", "result.json"))):
+    with open(path) as f:
+      r = json.load(f)
+    if "args" in r:
+      finished.setdefault((tuple(r["args"]), r["seed"]), r)
   results = []
   t_start = time.time()
   for done, (label, seed, args, cell, cell_args) in enumerate(plan, start=1):
@@ -84,25 +114,32 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       continue
     result_path = os.path.join(cell, "result.json")
     os.makedirs(cell, exist_ok=True)
-    t0 = time.time()
-    cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", data, "--output",
-           os.path.join(output, "run"), "--cache", "--seed", str(seed), "--auc-floor", "0",
-           "--json", *args, *run_args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    with open(os.path.join(cell, "log.txt"), "w") as f:
-      f.write(proc.stdout + "\n" + proc.stderr)
-    if proc.returncode != 0:
-      raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
-    text = proc.stdout
-    summary = json.loads(text[text.index("{\n"):])
-    result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args}
+    same = finished.get((tuple(cell_args), seed))
+    if same is not None:
+      result = {**same, "label": label, "same_as": same.get("same_as", same["label"])}
+      log(f"[{done}/{len(plan)}] {label} seed {seed}: the configuration of {result['same_as']} "
+          f"seed {seed}, its result reused: AUC {result['auc']:.4f}")
+    else:
+      t0 = time.time()
+      cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", data, "--output",
+             os.path.join(output, "run"), "--cache", "--seed", str(seed), "--auc-floor", "0",
+             "--json", *args, *run_args]
+      proc = subprocess.run(cmd, capture_output=True, text=True)
+      with open(os.path.join(cell, "log.txt"), "w") as f:
+        f.write(proc.stdout + "\n" + proc.stderr)
+      if proc.returncode != 0:
+        raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
+      text = proc.stdout
+      summary = json.loads(text[text.index("{\n"):])
+      result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args}
+      finished[(tuple(cell_args), seed)] = result
+      elapsed = time.time() - t_start
+      log(f"[{done}/{len(plan)}] {label} seed {seed}: AUC {result['auc']:.4f} "
+          f"({result['wall_time_s']:.0f} s; {elapsed / 60:.1f} min so far)")
     with open(result_path + ".tmp", "w") as f:
       json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
     results.append(result)
-    elapsed = time.time() - t_start
-    log(f"[{done}/{len(plan)}] {label} seed {seed}: AUC {result['auc']:.4f} "
-        f"({result['wall_time_s']:.0f} s; {elapsed / 60:.1f} min so far)")
   write_table(results, [c[0] for c in cells], output)
   return results
 

@@ -8,7 +8,7 @@ import os
 from conftest import TINY, cscnn
 
 
-def test_ablation_runs_cells_once_and_writes_table(tmp_path):
+def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
   data, out = str(tmp_path / "data"), str(tmp_path / "exp")
   cscnn("data", "sample", "--out", data, "--seed", "5", *TINY)
   args = ["experiment", "ablation", "--data", data, "--output", out, "--variants", "none,cscnn",
@@ -40,6 +40,34 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path):
   assert other.returncode == 1 and "cell none seed 0" in other.stderr and "--output" in other.stderr
   assert not os.path.exists(os.path.join(out, "cells", "finetune_seed0"))
   assert os.stat(result).st_mtime_ns == stamp
+  # A cell of another grid with the configuration of a finished cell (same data, arguments and
+  # seed) takes that cell's result instead of training the same model again.
+  from cscnn import experiment  # pylint: disable=import-outside-toplevel
+  monkeypatch.setitem(experiment.GRIDS, "again", [("cscnn_again", ["--variant", "cscnn"])])
+  trainer_dir = os.path.join(out, "run", "pipeline", "Trainer", "model")
+  trained = sorted(os.listdir(trainer_dir))
+  logs = []
+  again_results = experiment.run_ablation(
+      data, out, grid="again", seeds=1, log=logs.append,
+      run_args=["--train-steps", "20", "--backbone", "light", "--eval-steps=3"])
+  assert "its result reused" in logs[0] and "cscnn seed 0" in logs[0], logs
+  assert again_results[0]["auc"] == r["auc"] and again_results[0]["same_as"] == "cscnn"
+  assert sorted(os.listdir(trainer_dir)) == trained
+  with open(os.path.join(out, "cells", "cscnn_again_seed0", "result.json")) as f:
+    assert json.load(f)["label"] == "cscnn_again"
+
+
+def test_grid_cells_at_the_defaults_are_the_variants_cells():
+  """Table 5's cbam / cscnn and Figure 5's C' = 20 and H' = 7 are the configurations of the
+  variants grid's cbam and cscnn cells, spelled the same way so that their results are shared."""
+  from cscnn.experiment import cells_for  # pylint: disable=import-outside-toplevel
+  variants = dict(cells_for("variants", ["cbam", "cscnn"]))
+  table5, figure5 = dict(cells_for("table5", [])), dict(cells_for("figure5", []))
+  assert table5["cbam"] == variants["cbam"] and table5["cscnn"] == variants["cscnn"]
+  assert figure5["C'=20"] == figure5["H'=7"] == variants["cscnn"]
+  assert figure5["C'=40"] == ["--variant", "cscnn", "--channel-prior", "40"]
+  assert table5["se_prior"] == ["--variant", "cscnn", "--attention", "se_prior"]
+  assert len(table5) == 6 and len(figure5) == 11
 
 
 def test_table_gives_mean_and_sample_std_and_no_std_for_one_seed(tmp_path):
