@@ -1,6 +1,6 @@
 """The `cscnn` command line (run it through `bin/cscnn`, which enters the environment).
 
-  cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--overlays N] [--seed X]
+  cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--overlays N] [--category-backgrounds] [--seed X]
   cscnn data movielens --source DIR --out DIR [--users N] [--negatives K] [--eval-negatives M] [--seed S]
   cscnn pipeline run --data DIR --output OUT [--beam-arg ARG ...] [--train-steps N] ...
   cscnn pipeline summary --output OUT [--json]
@@ -22,7 +22,8 @@ def _cmd_data_sample(args) -> int:
   try:
     cfg = SampleConfig(impressions=args.impressions, ads=args.ads, categories=args.categories,
                        users=args.users, image_size=args.image_size, seed=args.seed,
-                       visual_strength=args.visual_strength, overlays=args.overlays)
+                       visual_strength=args.visual_strength, overlays=args.overlays,
+                       category_backgrounds=args.category_backgrounds)
   except ValueError as e:
     print(f"cscnn data sample: {e}", file=sys.stderr)
     return 2
@@ -327,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--overlays", type=int, default=defaults.overlays,
                  help="small palette-coloured squares drawn over each image (price tags, stickers, "
                       "text); category-independent clutter with no click signal")
+  s.add_argument("--category-backgrounds", action="store_true",
+                 help="each category's images share a background brightness (its studio look), so "
+                      "an image shows its category; the click effect is unchanged")
   s.add_argument("--seed", type=int, default=defaults.seed)
   s.set_defaults(func=_cmd_data_sample)
   from cscnn.data.movielens import DEFAULT_USERS

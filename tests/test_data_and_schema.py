@@ -114,6 +114,29 @@ def test_overlays_clutter_the_images_and_leave_the_clicks_and_the_key_discs_alon
     assert quadrant_colours(a) == quadrant_colours(b), name
 
 
+def test_category_backgrounds_shift_each_categorys_background_and_nothing_else(tmp_path):
+  """--category-backgrounds gives category k of K the background mean 80 + 96 (k - 1) / (K - 1)
+  (here K = 6: 80, 99.2, 118.4, 137.6, 156.8, 176 instead of 128); the discs, impressions, clicks
+  and ads stay those of the default images."""
+  bare = SampleConfig(impressions=300, ads=24, seed=7)
+  generate(bare, str(tmp_path / "bare"), log=_quiet)
+  generate(dataclasses.replace(bare, category_backgrounds=True), str(tmp_path / "cb"), log=_quiet)
+  for rel in ("impressions/impressions.csv", "ads/ads.csv"):
+    assert (tmp_path / "bare" / rel).read_bytes() == (tmp_path / "cb" / rel).read_bytes(), rel
+  level = {1: 80.0, 2: 99.2, 3: 118.4, 4: 137.6, 5: 156.8, 6: 176.0}
+  palette = np.array(list(COLOURS.values()))
+  with open(tmp_path / "bare" / "ads" / "ads.csv") as f:
+    ads = list(csv.DictReader(f))
+  assert {int(a["category_id"]) for a in ads} == set(level)
+  for ad in ads:
+    a = np.asarray(Image.open(tmp_path / "bare" / ad["image"])).astype(int)
+    b = np.asarray(Image.open(tmp_path / "cb" / ad["image"])).astype(int)
+    disc = (a[..., None, :] == palette).all(-1).any(-1)
+    assert (a[disc] == b[disc]).all() and quadrant_colours(a) == quadrant_colours(b), ad["ad_id"]
+    shift = (b[~disc] - a[~disc]).mean()
+    assert abs(shift - (level[int(ad["category_id"])] - 128)) < 0.6, (ad["ad_id"], shift)
+
+
 def test_sample_config_validation():
   with pytest.raises(ValueError, match="--ads"):
     SampleConfig(ads=0)

@@ -17,6 +17,11 @@ Catalogue
     drawn from a random stream of their own, so everything else (impressions, clicks, the
     discs and the background under the overlays) is the same for every ``overlays``, and
     ``overlays = 0`` gives the images and CSV files of versions without this option.
+  * With ``category_backgrounds``, the background's mean grey is the category's own (evenly
+    spaced from 80 for the first category to 176 for the last, instead of 128 for all): the
+    studio look that a category's product photos share, so that an image shows its category,
+    as real ones do. The discs, the click effect and everything else are unchanged (the same
+    random draws, shifted), and the option is off by default.
 
 Category-specific visual effect (what CSCNN exists to capture)
   * Every category ``k`` has a key quadrant ``q*_k`` and a preferred colour ``c*_k`` (drawn
@@ -78,6 +83,7 @@ class SampleConfig:
   image_size: int = 32
   visual_strength: float = 2.0
   overlays: int = 0
+  category_backgrounds: bool = False
   seed: int = 0
 
   def __post_init__(self):
@@ -95,12 +101,19 @@ def _softmax(x: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def render_image(colours: Sequence[str], size: int, rng: np.random.Generator) -> np.ndarray:
-  """An S x S x 3 uint8 image: textured grey background and one disc per quadrant, the disc in
-  ``QUADRANTS[q]`` filled with ``colours[q]``."""
+def background_level(category: int, categories: int) -> float:
+  """The mean grey of category ``category``'s (0-based) backgrounds with
+  ``category_backgrounds``: evenly spaced from 80 (first category) to 176 (last)."""
+  return 80.0 + 96.0 * category / max(categories - 1, 1)
+
+
+def render_image(colours: Sequence[str], size: int, rng: np.random.Generator,
+                 background: float = 128.0) -> np.ndarray:
+  """An S x S x 3 uint8 image: textured grey background of mean ``background`` and one disc per
+  quadrant, the disc in ``QUADRANTS[q]`` filled with ``colours[q]``."""
   if len(colours) != len(QUADRANTS):
     raise ValueError(f"need one colour per quadrant ({len(QUADRANTS)}), got {len(colours)}")
-  img = rng.normal(128, 18, size=(size, size, 1)).clip(0, 255) * np.ones((1, 1, 3))
+  img = rng.normal(background, 18, size=(size, size, 1)).clip(0, 255) * np.ones((1, 1, 3))
   yy, xx = np.mgrid[0:size, 0:size]
   r = size * 0.16
   for qi, colour in enumerate(colours):
@@ -219,7 +232,8 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
     w = csv.writer(f, lineterminator="\n")
     w.writerow([F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image"])
     for i in range(M):
-      img = render_image([colours[c] for c in ad_colours[i]], S, rng)
+      background = background_level(ad_cat[i], K) if cfg.category_backgrounds else 128.0
+      img = render_image([colours[c] for c in ad_colours[i]], S, rng, background)
       if cfg.overlays:
         img = add_overlays(img, cfg.overlays, overlay_rng)
       rel = f"images/{ad_ids[i]}.png"
