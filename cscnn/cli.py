@@ -56,6 +56,8 @@ def _trainer_config(args):
       visual[key] = getattr(args, key)
   if args.no_dedup:
     visual["dedup"] = False
+  if args.spatial_norm:
+    visual["spatial_norm"] = True
   return {"model": model, "visual": visual, "batch_size": args.batch_size, "epochs": args.epochs,
           "seed": args.seed, "impressions_per_ad": args.impressions_per_ad,
           "mixed_precision": args.mixed_precision, "distribution": args.distribution}
@@ -371,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--impressions-per-ad", type=int, default=configs.IMPRESSIONS_PER_AD,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")
   r.add_argument("--no-dedup", action="store_true", help="run the CNN on every impression")
+  r.add_argument("--spatial-norm", action="store_true",
+                 help="batch norm after the spatial gate's 7x7 conv, as the official CBAM code")
   r.add_argument("--attention", default=None,
                  choices=["none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn"],
                  help="override the variant's attention kind (paper Table 5)")

@@ -163,7 +163,7 @@ class SpatialAttention(keras.layers.Layer):
 
   def __init__(self, kernel_size: int = 7, num_categories: int = 0,
                prior_size: Tuple[int, int] = (0, 0), prior_initializer="random_normal",
-               kernel_initializer="glorot_uniform", **kwargs):
+               kernel_initializer="glorot_uniform", normalize: bool = False, **kwargs):
     super().__init__(**kwargs)
     if isinstance(prior_size, int):
       prior_size = (prior_size, prior_size)
@@ -177,6 +177,7 @@ class SpatialAttention(keras.layers.Layer):
     self.kernel_size = kernel_size
     self.num_categories = num_categories
     self.prior_size = prior_size
+    self.normalize = bool(normalize)
     self.prior_initializer = keras.initializers.get(prior_initializer)
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
@@ -193,6 +194,10 @@ class SpatialAttention(keras.layers.Layer):
     self.conv = keras.layers.Conv2D(1, self.kernel_size, padding="same", use_bias=False,
                                     kernel_initializer=self.kernel_initializer, name="conv")
     self.conv.build((None, None, None, 3 if self.has_prior else 2))
+    self.norm = None
+    if self.normalize:
+      self.norm = keras.layers.BatchNormalization(momentum=0.9, name="bn")
+      self.norm.build((None, None, None, 1))
     if self.has_prior:
       self.prior = self.add_weight(name="spatial_prior",
                                    shape=(self.num_categories,) + self.prior_size,
@@ -216,7 +221,10 @@ class SpatialAttention(keras.layers.Layer):
       if h is None or w is None:
         h, w = ops.shape(features)[1], ops.shape(features)[2]
       parts.append(ops.cast(self.resized_prior(category, h, w), features.dtype))
-    return ops.sigmoid(self.conv(ops.concatenate(parts, axis=-1)))
+    logits = self.conv(ops.concatenate(parts, axis=-1))
+    if self.norm is not None:
+      logits = self.norm(logits)
+    return ops.sigmoid(logits)
 
   def compute_output_shape(self, input_shape):
     f_shape = _feature_shape(input_shape, self.has_prior, "SpatialAttention")
@@ -231,6 +239,7 @@ class SpatialAttention(keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), "kernel_size": self.kernel_size,
             "num_categories": self.num_categories, "prior_size": list(self.prior_size),
+            "normalize": self.normalize,
             "prior_initializer": keras.initializers.serialize(self.prior_initializer),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
@@ -251,6 +260,7 @@ class AttentionConfig:
   spatial_prior: int = 7         # H' = W'
   reduction: int = 4             # r
   kernel_size: int = 7
+  spatial_norm: bool = False     # BN after the spatial gate's conv (official CBAM code)
 
   def __post_init__(self):
     if self.kind not in ATTENTION_KINDS:
@@ -287,9 +297,9 @@ class ConvAttention(keras.layers.Layer):
 
   def __init__(self, kind: str = "cscnn", num_categories: int = 0, channel_prior: int = 20,
                spatial_prior: int = 7, reduction: int = 4, kernel_size: int = 7,
-               return_attention: bool = False, **kwargs):
+               return_attention: bool = False, spatial_norm: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self.spec = AttentionConfig(kind, channel_prior, spatial_prior, reduction, kernel_size)
+    self.spec = AttentionConfig(kind, channel_prior, spatial_prior, reduction, kernel_size, spatial_norm)
     if not self.spec.enabled:
       raise ValueError("ConvAttention with kind='none': do not attach a module instead")
     if self.spec.category_prior and num_categories < 1:
@@ -309,7 +319,8 @@ class ConvAttention(keras.layers.Layer):
     if c.spatial:
       self.spatial_gate = SpatialAttention(
           kernel_size=c.kernel_size, num_categories=self.num_categories if prior else 0,
-          prior_size=(c.spatial_prior, c.spatial_prior) if prior else (0, 0), name="spatial")
+          prior_size=(c.spatial_prior, c.spatial_prior) if prior else (0, 0),
+          normalize=c.spatial_norm, name="spatial")
       self.spatial_gate.build(input_shape if prior else f_shape)
 
   def call(self, inputs):
@@ -339,4 +350,4 @@ class ConvAttention(keras.layers.Layer):
     return {**super().get_config(), "kind": c.kind, "num_categories": self.num_categories,
             "channel_prior": c.channel_prior, "spatial_prior": c.spatial_prior,
             "reduction": c.reduction, "kernel_size": c.kernel_size,
-            "return_attention": self.return_attention}
+            "return_attention": self.return_attention, "spatial_norm": c.spatial_norm}

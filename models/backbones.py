@@ -95,7 +95,7 @@ class _Builder:
       return x
     a = self.attention
     refined, _ = ConvAttention(a.kind, self.num_categories, a.channel_prior, a.spatial_prior,
-                               a.reduction, a.kernel_size, return_attention=True,
+                               a.reduction, a.kernel_size, return_attention=True, spatial_norm=a.spatial_norm,
                                name=f"attention_{name}")((x, self.category))
     return refined
 

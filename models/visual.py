@@ -35,6 +35,7 @@ class VisualConfig:
   spatial_prior: int = 7                   # H' = W'
   reduction: int = 4
   attention: Optional[str] = None          # override of the variant's attention kind
+  spatial_norm: bool = False
   dedup: bool = True
 
   def __post_init__(self):
@@ -50,7 +51,8 @@ class VisualConfig:
   def attention_config(self) -> AttentionConfig:
     kind = self.attention or {"fixed": "none", "finetune": "none", "none": "none"}.get(
         self.variant, self.variant)
-    return AttentionConfig(kind, self.channel_prior, self.spatial_prior, self.reduction)
+    return AttentionConfig(kind, self.channel_prior, self.spatial_prior, self.reduction,
+                           spatial_norm=self.spatial_norm)
 
   def backbone_config(self) -> BackboneConfig:
     return BackboneConfig(self.backbone, self.image_size, self.output_dim, self.placement,

@@ -138,6 +138,32 @@ def test_cbam_spatial_and_module_match_reference_definition():
     np.testing.assert_allclose(out[b], f1 * ms[..., None], rtol=1e-4, atol=1e-5)
 
 
+def test_spatial_norm_is_batch_norm_between_the_conv_and_the_sigmoid():
+  """--spatial-norm (the official CBAM code's BN after the 7x7 conv): in training the gate's
+  logits are normalised over batch and positions (mean 0, variance v / (v + 1e-3)); in inference
+  before any update the moving statistics are 0 and 1, so the logits are the conv's / sqrt(1.001)."""
+  rng = np.random.default_rng(6)
+  f = rng.normal(size=(3, 5, 5, 8)).astype("float32")
+  plain, normed = SpatialAttention(), SpatialAttention(normalize=True)
+  plain.build(f.shape)
+  normed.build(f.shape)
+  normed.conv.kernel.assign(plain.conv.kernel)
+  conv = np.log(np.asarray(plain(f)) / (1 - np.asarray(plain(f))))   # the conv's output, by logit
+  logits = np.asarray(normed(f, training=True))
+  logits = np.log(logits / (1 - logits))
+  var = conv.var()
+  np.testing.assert_allclose(logits, (conv - conv.mean()) / np.sqrt(var + 1e-3), rtol=1e-3, atol=1e-3)
+  fresh = SpatialAttention(normalize=True)
+  fresh.build(f.shape)
+  fresh.conv.kernel.assign(plain.conv.kernel)
+  inference = np.asarray(fresh(f, training=False))
+  np.testing.assert_allclose(np.log(inference / (1 - inference)), conv / np.sqrt(1.001), rtol=1e-3, atol=1e-4)
+  for flag in (True, False):   # ConvAttention passes the option on; the default has no BN
+    module = ConvAttention("cbam", spatial_norm=flag)
+    module((f, np.zeros(3, "int64")))
+    assert (module.spatial_gate.norm is not None) == flag
+
+
 # ---- the CSCNN module (eq. 8-9) -------------------------------------------------------------
 
 def test_cscnn_categories_differ_only_through_priors():
@@ -189,6 +215,8 @@ def test_config_and_argument_validation():
 @pytest.mark.parametrize("layer", [
     ChannelAttention(reduction=2, pooling=("avg",), num_categories=3, prior_dim=5),
     SpatialAttention(kernel_size=5, num_categories=3, prior_size=(3, 2)),
+    SpatialAttention(normalize=True),
+    ConvAttention("cscnn", num_categories=3, spatial_norm=True),
     ConvAttention("se_prior", num_categories=3, channel_prior=4, reduction=2, return_attention=True),
 ])
 def test_get_config_round_trip(layer):
