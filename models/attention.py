@@ -158,7 +158,9 @@ class SpatialAttention(keras.layers.Layer):
   """Spatial attention map M_s in R^{B x H x W x 1} (eq. 11; CBAM-spatial without prior).
 
   ``prior_size`` = (H', W') of the learned per-category map A_s^k, bilinearly resized to the
-  feature map's H x W (half-pixel centres, as ``tf.image.resize``).
+  feature map's H x W (half-pixel centres, as ``tf.image.resize``). ``normalize`` puts a batch
+  norm between the conv and the sigmoid, as the official CBAM code does (neither paper's
+  equation has it; off by default).
   """
 
   def __init__(self, kernel_size: int = 7, num_categories: int = 0,
