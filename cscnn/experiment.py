@@ -86,23 +86,24 @@ def run_ablation(data: str, output: str, grid: str = "variants",
     for label, args in cells:
       cell = os.path.join(output, "cells", f"{label}_seed{seed}".replace("'", "").replace("=", ""))
       plan.append((label, seed, args, cell, [os.path.abspath(data), *args, *run_args]))
+  # Every finished cell in OUTPUT, of this grid or another, read once.
+  on_disk = {}
+  for path in sorted(glob.glob(os.path.join(output, "cells", "*", "result.json"))):
+    with open(path) as f:
+      on_disk[os.path.dirname(path)] = json.load(f)
   kept = {}
   for label, seed, _, cell, cell_args in plan:   # every kept cell is checked before any cell runs
-    result_path = os.path.join(cell, "result.json")
-    if os.path.exists(result_path):
-      with open(result_path) as f:
-        kept[cell] = json.load(f)
+    if cell in on_disk:
+      kept[cell] = on_disk[cell]
       if kept[cell].get("args", cell_args) != cell_args:   # cells from before args were recorded pass
         raise ValueError(
             f"cell {label} seed {seed} in {cell} was run with {kept[cell]['args']}, not {cell_args}: "
             "a finished cell is never recomputed, so give this experiment its own --output")
-  # Every finished cell in OUTPUT, of this grid or another, by configuration and seed: a cell
-  # whose configuration was already run under another label takes that result instead of
-  # training the same model again (e.g. figure5's C'=20 and the variants grid's cscnn).
+  # By configuration and seed: a cell whose configuration was already run under another label
+  # takes that result instead of training the same model again (e.g. figure5's C'=20 and the
+  # variants grid's cscnn).
   finished = {}
-  for path in sorted(glob.glob(os.path.join(output, "cells", "*", "result.json"))):
-    with open(path) as f:
-      r = json.load(f)
+  for r in on_disk.values():
     if "args" in r:
       finished.setdefault((tuple(r["args"]), r["seed"]), r)
   results = []

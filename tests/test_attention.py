@@ -148,7 +148,8 @@ def test_spatial_norm_is_batch_norm_between_the_conv_and_the_sigmoid():
   plain.build(f.shape)
   normed.build(f.shape)
   normed.conv.kernel.assign(plain.conv.kernel)
-  conv = np.log(np.asarray(plain(f)) / (1 - np.asarray(plain(f))))   # the conv's output, by logit
+  gate = np.asarray(plain(f))
+  conv = np.log(gate / (1 - gate))   # the conv's output, by the sigmoid's inverse
   logits = np.asarray(normed(f, training=True))
   logits = np.log(logits / (1 - logits))
   var = conv.var()

@@ -44,15 +44,20 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
   # seed) takes that cell's result instead of training the same model again.
   from cscnn import experiment  # pylint: disable=import-outside-toplevel
   monkeypatch.setitem(experiment.GRIDS, "again", [("cscnn_again", ["--variant", "cscnn"])])
-  trainer_dir = os.path.join(out, "run", "pipeline", "Trainer", "model")
-  trained = sorted(os.listdir(trainer_dir))
+  def trainer_runs():   # the DCN's Trainer and the image variants' VisualTrainer
+    pipeline = os.path.join(out, "run", "pipeline")
+    return sorted(f"{c}/{r}" for c in ("Trainer", "VisualTrainer")
+                  if os.path.isdir(os.path.join(pipeline, c, "model"))
+                  for r in os.listdir(os.path.join(pipeline, c, "model")))
+  trained = trainer_runs()
+  assert any(t.startswith("VisualTrainer/") for t in trained), trained   # the cscnn cell's
   logs = []
   again_results = experiment.run_ablation(
       data, out, grid="again", seeds=1, log=logs.append,
       run_args=["--train-steps", "20", "--backbone", "light", "--eval-steps=3"])
   assert "its result reused" in logs[0] and "cscnn seed 0" in logs[0], logs
   assert again_results[0]["auc"] == r["auc"] and again_results[0]["same_as"] == "cscnn"
-  assert sorted(os.listdir(trainer_dir)) == trained
+  assert trainer_runs() == trained
   with open(os.path.join(out, "cells", "cscnn_again_seed0", "result.json")) as f:
     assert json.load(f)["label"] == "cscnn_again"
 

@@ -101,6 +101,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
+BACKGROUND = 128.0   # mean grey of every background, unless category_backgrounds
+
+
 def background_level(category: int, categories: int) -> float:
   """The mean grey of category ``category``'s (0-based) backgrounds with
   ``category_backgrounds``: evenly spaced from 80 (first category) to 176 (last)."""
@@ -108,7 +111,7 @@ def background_level(category: int, categories: int) -> float:
 
 
 def render_image(colours: Sequence[str], size: int, rng: np.random.Generator,
-                 background: float = 128.0) -> np.ndarray:
+                 background: float = BACKGROUND) -> np.ndarray:
   """An S x S x 3 uint8 image: textured grey background of mean ``background`` and one disc per
   quadrant, the disc in ``QUADRANTS[q]`` filled with ``colours[q]``."""
   if len(colours) != len(QUADRANTS):
@@ -232,7 +235,7 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
     w = csv.writer(f, lineterminator="\n")
     w.writerow([F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image"])
     for i in range(M):
-      background = background_level(ad_cat[i], K) if cfg.category_backgrounds else 128.0
+      background = background_level(ad_cat[i], K) if cfg.category_backgrounds else BACKGROUND
       img = render_image([colours[c] for c in ad_colours[i]], S, rng, background)
       if cfg.overlays:
         img = add_overlays(img, cfg.overlays, overlay_rng)
