@@ -292,17 +292,24 @@ def _cmd_tensorboard(args) -> int:
 
 
 def _cmd_experiment_ablation(args) -> int:
-  from cscnn.experiment import run_ablation
+  from cscnn.experiment import run_ablation, table_paths
+  from tfx_pipeline import configs
   run_args = ["--train-steps", str(args.train_steps), "--backbone", args.backbone, *args.run_arg]
+  if args.variants is not None and args.grid != "variants":
+    print(f"cscnn experiment ablation: --variants is for the variants grid; the {args.grid} grid "
+          "has its own cells", file=sys.stderr)
+    return 2
+  variants = args.variants.split(",") if args.variants else list(configs.VISUAL_VARIANTS)
   try:
-    run_ablation(args.data, args.output, grid=args.grid, variants=args.variants.split(","),
+    run_ablation(args.data, args.output, grid=args.grid, variants=variants,
                  seeds=args.seeds, run_args=run_args, log=lambda m: print(m, flush=True))
   except (ValueError, RuntimeError) as e:
     print(f"cscnn experiment ablation: {e}", file=sys.stderr)
     return 1
-  with open(os.path.join(args.output, "table.md")) as f:
+  paths = table_paths(args.output, args.grid)
+  with open(paths["markdown"]) as f:
     print(f.read())
-  print(f"table: {args.output}/table.md, {args.output}/table.csv; plot: {args.output}/ablation.png")
+  print(f"table: {paths['markdown']}, {paths['csv']}; plot: {paths['plot']}")
   return 0
 
 
@@ -366,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR)
   r.add_argument("--auc-tolerance", type=float, default=configs.AUC_TOLERANCE)
   r.add_argument("--variant", default=configs.VISUAL_VARIANT,
-                 choices=["none", "fixed", "finetune", "cbam", "cscnn"],
+                 choices=configs.VISUAL_VARIANTS,
                  help="visual model (paper Table 8); none = DCN without images")
   r.add_argument("--backbone", default="light", choices=["light", "resnet18", "cnnf"])
   r.add_argument("--image-size", type=int, default=configs.IMAGE_SIZE)
@@ -408,13 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
                   help="flat impressions/*.csv (hash-split) or pre-split impressions/train|eval/*.csv: "
                        "fixed at compile time, data_root being a run-time parameter")
   cp.add_argument("--variant", default=configs.VISUAL_VARIANT,
-                  choices=["none", "fixed", "finetune", "cbam", "cscnn"])
+                  choices=configs.VISUAL_VARIANTS)
   cp.add_argument("--cold-by", **cold_by)
   cp.add_argument("--beam-arg", action="append", default=[])
   cp.set_defaults(func=_cmd_pipeline_compile)
   nd = pipe.add_parser("nodes", help="the pipeline's components in order, with their upstream ones")
   nd.add_argument("--variant", default=configs.VISUAL_VARIANT,
-                  choices=["none", "fixed", "finetune", "cbam", "cscnn"])
+                  choices=configs.VISUAL_VARIANTS)
   nd.add_argument("--json", action="store_true")
   nd.set_defaults(func=_cmd_pipeline_nodes)
   sm = pipe.add_parser("summary", help="print the outcome of the latest run in OUTPUT")
@@ -487,12 +494,17 @@ def build_parser() -> argparse.ArgumentParser:
 
   ex = sub.add_parser("experiment", help="experiments").add_subparsers(dest="experiment_command", required=True)
   ab = ex.add_parser("ablation", help="restartable grid of pipeline runs over configurations and seeds")
-  ab.add_argument("--data", required=True)
-  ab.add_argument("--output", required=True)
-  ab.add_argument("--grid", default="variants", choices=["variants", "table5", "figure5"])
-  ab.add_argument("--variants", default="none,fixed,finetune,cbam,cscnn")
-  ab.add_argument("--seeds", type=int, default=3)
-  ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS)
+  ab.add_argument("--data", required=True, help="input folder, as for `pipeline run --data`")
+  ab.add_argument("--output", required=True,
+                  help="experiment folder: run/ (the shared pipeline output), cells/, GRID.md/.csv/.png")
+  ab.add_argument("--grid", default="variants", choices=["variants", "table5", "figure5"],
+                  help="variants: --variants (paper Tables 4, 8); table5: attention kinds with and "
+                       "without the category prior; figure5: C', H' = W', L'")
+  ab.add_argument("--variants", default=None,
+                  help="comma-separated `pipeline run --variant` values, for the variants grid only "
+                       f"(default: {','.join(configs.VISUAL_VARIANTS)})")
+  ab.add_argument("--seeds", type=int, default=3, help="trainer seeds 0 .. N-1 per configuration")
+  ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="the same budget for every cell")
   ab.add_argument("--backbone", default="light", choices=["light", "resnet18", "cnnf"])
   ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")
   ab.set_defaults(func=_cmd_experiment_ablation)

@@ -32,6 +32,8 @@ import sys
 import time
 from typing import Dict, List, Sequence, Tuple
 
+from tfx_pipeline import configs
+
 METRICS = (("auc", "AUC"), ("per_user_auc", "per-user AUC"), ("cold_auc", "cold-ad AUC"))
 
 def _figure5_cells() -> List[Tuple[str, List[str]]]:
@@ -61,6 +63,10 @@ GRIDS = {
 
 def cells_for(grid: str, variants: Sequence[str]) -> List[Tuple[str, List[str]]]:
   if grid == "variants":
+    unknown = [v for v in variants if v not in configs.VISUAL_VARIANTS]
+    if unknown:   # before any cell runs, not when the grid reaches it
+      raise ValueError(f"unknown variant(s) {', '.join(unknown)}; "
+                       f"choose from {', '.join(configs.VISUAL_VARIANTS)}")
     return [(v, ["--variant", v]) for v in variants]
   if grid not in GRIDS:
     raise ValueError(f"grid must be variants, {', '.join(GRIDS)}; got {grid!r}")
@@ -78,7 +84,7 @@ def _cell_result(summary: Dict, label: str, seed: int, wall: float) -> Dict:
 
 
 def run_ablation(data: str, output: str, grid: str = "variants",
-                 variants: Sequence[str] = ("none", "fixed", "finetune", "cbam", "cscnn"),
+                 variants: Sequence[str] = configs.VISUAL_VARIANTS,
                  seeds: int = 3, run_args: Sequence[str] = (), log=print) -> List[Dict]:
   cells = cells_for(grid, variants)
   plan = []                                      # seed-major: a partial run already compares variants
@@ -141,7 +147,7 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
     results.append(result)
-  write_table(results, [c[0] for c in cells], output)
+  write_table(results, [c[0] for c in cells], output, grid)
   return results
 
 
@@ -160,7 +166,15 @@ def _format_mean_std(mean, std) -> str:
   return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
-def write_table(results: List[Dict], labels: Sequence[str], output: str) -> Dict[str, str]:
+def table_paths(output: str, grid: str) -> Dict[str, str]:
+  """Where a grid's table and plot go: one set per grid, so that the grids that share an OUTPUT
+  (and its cells) do not overwrite each other's tables."""
+  return {kind: os.path.join(output, f"{grid}.{ext}")
+          for kind, ext in (("markdown", "md"), ("csv", "csv"), ("plot", "png"))}
+
+
+def write_table(results: List[Dict], labels: Sequence[str], output: str,
+                grid: str = "variants") -> Dict[str, str]:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -177,8 +191,7 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str) -> Dict
                  **{f"{k}_mean": stats[k][0] for k, _ in METRICS},
                  **{f"{k}_std": stats[k][1] for k, _ in METRICS},
                  "auc_per_seed": " ".join(f"{r['auc']:.4f}" for r in cells)})
-  paths = {"markdown": os.path.join(output, "table.md"), "csv": os.path.join(output, "table.csv"),
-           "plot": os.path.join(output, "ablation.png")}
+  paths = table_paths(output, grid)
   with open(paths["markdown"], "w") as f:
     f.write("\n".join(md) + "\n")
   with open(paths["csv"], "w", newline="") as f:

@@ -18,8 +18,8 @@ import tensorflow as tf
 from models.attention import AttentionConfig
 from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, BackboneConfig, build_visual_tower
 from tfx_pipeline import features as F
+from tfx_pipeline.configs import VISUAL_VARIANTS as VARIANTS
 
-VARIANTS = ("none", "fixed", "finetune", "cbam", "cscnn")
 IMAGE_KEY_INPUT = "image_key"   # int64 id unique per image (e.g. a fingerprint of ad_id)
 
 

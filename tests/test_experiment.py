@@ -24,15 +24,15 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
   again = cscnn(*args)
   assert again.stdout.count("done before, kept") == 2
   assert os.stat(result).st_mtime_ns == stamp
-  with open(os.path.join(out, "table.csv")) as f:
+  with open(os.path.join(out, "variants.csv")) as f:
     rows = list(csv.DictReader(f))
   assert [r["configuration"] for r in rows] == ["none", "cscnn"]
   with open(result) as f:
     r = json.load(f)
   assert abs(float(rows[1]["auc_mean"]) - r["auc"]) < 1e-9 and 0 < r["auc"] < 1
   assert r["per_user_auc"] is not None and r["cold_rows"] >= 0
-  assert "| none | 1 |" in open(os.path.join(out, "table.md")).read()
-  assert os.path.getsize(os.path.join(out, "ablation.png")) > 5000
+  assert "| none | 1 |" in open(os.path.join(out, "variants.md")).read()
+  assert os.path.getsize(os.path.join(out, "variants.png")) > 5000
   # Other arguments into the same output are refused before any cell runs (finetune, new and
   # first in the grid, is not started), naming the kept cell; that cell stays as it was.
   other = cscnn("experiment", "ablation", "--data", data, "--output", out, "--variants", "finetune,none",
@@ -60,6 +60,10 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
   assert trainer_runs() == trained
   with open(os.path.join(out, "cells", "cscnn_again_seed0", "result.json")) as f:
     assert json.load(f)["label"] == "cscnn_again"
+  # Each grid has its own table: the second grid's did not overwrite the first's.
+  assert "| cscnn_again | 1 |" in open(os.path.join(out, "again.md")).read()
+  variants_md = open(os.path.join(out, "variants.md")).read()
+  assert "| none | 1 |" in variants_md and "cscnn_again" not in variants_md
 
 
 def test_grid_cells_at_the_defaults_are_the_variants_cells():
@@ -73,6 +77,18 @@ def test_grid_cells_at_the_defaults_are_the_variants_cells():
   assert figure5["C'=40"] == ["--variant", "cscnn", "--channel-prior", "40"]
   assert table5["se_prior"] == ["--variant", "cscnn", "--attention", "se_prior"]
   assert len(table5) == 6 and len(figure5) == 11
+
+
+def test_ablation_refuses_unknown_variants_and_variants_with_another_grid(tmp_path):
+  """Both mistakes stop before any cell runs, naming what is wrong."""
+  out = str(tmp_path / "exp")
+  typo = cscnn("experiment", "ablation", "--data", str(tmp_path), "--output", out,
+               "--variants", "none,cbma", check=False)
+  assert typo.returncode == 1 and "cbma" in typo.stderr and "cscnn" in typo.stderr
+  mixed = cscnn("experiment", "ablation", "--data", str(tmp_path), "--output", out,
+                "--grid", "table5", "--variants", "cbam", check=False)
+  assert mixed.returncode == 2 and "--variants" in mixed.stderr and "table5" in mixed.stderr
+  assert not os.path.exists(os.path.join(out, "cells"))
 
 
 def test_table_gives_mean_and_sample_std_and_no_std_for_one_seed(tmp_path):

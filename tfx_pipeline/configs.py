@@ -19,7 +19,8 @@ INPUT_LAYOUTS = (LAYOUT_FLAT, LAYOUT_PRE_SPLIT)
 
 # Ad catalogue (relative to the data root) and the visual model of the default pipeline.
 CATALOG_PATH = "ads/ads.csv"
-VISUAL_VARIANT = "cscnn"        # none | fixed | finetune | cbam | cscnn (paper Table 8)
+VISUAL_VARIANTS = ("none", "fixed", "finetune", "cbam", "cscnn")   # paper Table 8, in its order
+VISUAL_VARIANT = "cscnn"
 IMAGE_SIZE = 32
 IMPRESSIONS_PER_AD = 10         # G: up to G impressions of one ad share a batch (paper: 25)
 
