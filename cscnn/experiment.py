@@ -112,7 +112,7 @@ def run_ablation(data: str, output: str, grid: str = "variants",
   for r in on_disk.values():
     if "args" in r:
       finished.setdefault((tuple(r["args"]), r["seed"]), r)
-  results = []
+  results, trained = [], []                      # trained: wall times of the cells run here
   t_start = time.time()
   for done, (label, seed, args, cell, cell_args) in enumerate(plan, start=1):
     if cell in kept:
@@ -140,9 +140,12 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       summary = json.loads(text[text.index("{\n"):])
       result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args}
       finished[(tuple(cell_args), seed)] = result
-      elapsed = time.time() - t_start
+      trained.append(result["wall_time_s"])
+      left = {(tuple(a), s) for _, s, _, c, a in plan[done:]
+              if c not in kept and (tuple(a), s) not in finished}
       log(f"[{done}/{len(plan)}] {label} seed {seed}: AUC {result['auc']:.4f} "
-          f"({result['wall_time_s']:.0f} s; {elapsed / 60:.1f} min so far)")
+          f"({result['wall_time_s']:.0f} s; {(time.time() - t_start) / 60:.1f} min so far, "
+          f"{len(left)} to train, about {statistics.fmean(trained) * len(left) / 60:.0f} min)")
     with open(result_path + ".tmp", "w") as f:
       json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)

@@ -15,6 +15,7 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
           "--seeds", "1", "--train-steps", "20", "--run-arg=--eval-steps=3"]
   first = cscnn(*args)
   assert "[2/2] cscnn seed 0: AUC" in first.stdout
+  assert "1 to train, about" in first.stdout and "0 to train, about 0 min" in first.stdout
   # The two cells shared one ExampleGen / Transform execution (TFX cache), not one each.
   transform_runs = os.listdir(os.path.join(out, "run", "pipeline", "Transform", "transform_graph"))
   trainer_runs = os.listdir(os.path.join(out, "run", "pipeline", "Trainer", "model"))
