@@ -299,7 +299,7 @@ def _cmd_experiment_ablation(args) -> int:
     print(f"cscnn experiment ablation: --variants is for the variants grid; the {args.grid} grid "
           "has its own cells", file=sys.stderr)
     return 2
-  variants = args.variants.split(",") if args.variants else list(configs.VISUAL_VARIANTS)
+  variants = args.variants.split(",") if args.variants else configs.VISUAL_VARIANTS
   try:
     run_ablation(args.data, args.output, grid=args.grid, variants=variants,
                  seeds=args.seeds, run_args=run_args, log=lambda m: print(m, flush=True))
@@ -314,6 +314,7 @@ def _cmd_experiment_ablation(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from cscnn.experiment import GRIDS
   from tfx_pipeline import configs
   from tfx_pipeline import features as F
   cold_by = dict(default=F.COLD_BY[0], choices=list(F.COLD_BY),
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--variant", default=configs.VISUAL_VARIANT,
                  choices=configs.VISUAL_VARIANTS,
                  help="visual model (paper Table 8); none = DCN without images")
-  r.add_argument("--backbone", default="light", choices=["light", "resnet18", "cnnf"])
+  r.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES)
   r.add_argument("--image-size", type=int, default=configs.IMAGE_SIZE)
   r.add_argument("--impressions-per-ad", type=int, default=configs.IMPRESSIONS_PER_AD,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   models = sub.add_parser("models", help="the Keras models").add_subparsers(dest="models_command", required=True)
   ms = models.add_parser("summary", help="parameters and FLOPs of a visual tower (paper Table 2)")
-  ms.add_argument("--backbone", default="resnet18", choices=["light", "resnet18", "cnnf"])
+  ms.add_argument("--backbone", default="resnet18", choices=configs.BACKBONES)
   ms.add_argument("--attention", default="cscnn",
                   choices=["none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn"])
   ms.add_argument("--placement", default="per-conv", choices=["per-conv", "per-block"])
@@ -497,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
   ab.add_argument("--data", required=True, help="input folder, as for `pipeline run --data`")
   ab.add_argument("--output", required=True,
                   help="experiment folder: run/ (the shared pipeline output), cells/, GRID.md/.csv/.png")
-  ab.add_argument("--grid", default="variants", choices=["variants", "table5", "figure5"],
+  ab.add_argument("--grid", default="variants", choices=["variants", *GRIDS],
                   help="variants: --variants (paper Tables 4, 8); table5: attention kinds with and "
                        "without the category prior; figure5: C', H' = W', L'")
   ab.add_argument("--variants", default=None,
@@ -505,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(default: {','.join(configs.VISUAL_VARIANTS)})")
   ab.add_argument("--seeds", type=int, default=3, help="trainer seeds 0 .. N-1 per configuration")
   ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="the same budget for every cell")
-  ab.add_argument("--backbone", default="light", choices=["light", "resnet18", "cnnf"])
+  ab.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES)
   ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")
   ab.set_defaults(func=_cmd_experiment_ablation)
 

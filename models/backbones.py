@@ -28,8 +28,8 @@ from typing import List, Optional, Tuple
 import keras
 
 from models.attention import AttentionConfig, ConvAttention
+from tfx_pipeline.configs import BACKBONES
 
-BACKBONES = ("light", "resnet18", "cnnf")
 PLACEMENTS = ("per-conv", "per-block")
 IMAGE_INPUT = "image"
 CATEGORY_INPUT = "category"

@@ -18,6 +18,7 @@ import tensorflow as tf
 from models.attention import AttentionConfig
 from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, BackboneConfig, build_visual_tower
 from tfx_pipeline import features as F
+from tfx_pipeline import configs
 from tfx_pipeline.configs import VISUAL_VARIANTS as VARIANTS
 
 IMAGE_KEY_INPUT = "image_key"   # int64 id unique per image (e.g. a fingerprint of ad_id)
@@ -25,9 +26,9 @@ IMAGE_KEY_INPUT = "image_key"   # int64 id unique per image (e.g. a fingerprint 
 
 @dataclasses.dataclass(frozen=True)
 class VisualConfig:
-  variant: str = "cscnn"
-  backbone: str = "light"
-  image_size: int = 32
+  variant: str = configs.VISUAL_VARIANT
+  backbone: str = configs.BACKBONE
+  image_size: int = configs.IMAGE_SIZE
   output_dim: int = 150
   placement: str = "per-conv"
   attention_layers: Optional[int] = None   # L'

@@ -21,6 +21,8 @@ INPUT_LAYOUTS = (LAYOUT_FLAT, LAYOUT_PRE_SPLIT)
 CATALOG_PATH = "ads/ads.csv"
 VISUAL_VARIANTS = ("none", "fixed", "finetune", "cbam", "cscnn")   # paper Table 8, in its order
 VISUAL_VARIANT = "cscnn"
+BACKBONES = ("light", "resnet18", "cnnf")
+BACKBONE = "light"              # small enough for 32x32 images on a CPU (models/backbones.py)
 IMAGE_SIZE = 32
 IMPRESSIONS_PER_AD = 10         # G: up to G impressions of one ad share a batch (paper: 25)
 
