@@ -17,9 +17,8 @@ import tensorflow as tf
 
 from models.attention import AttentionConfig
 from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, BackboneConfig, build_visual_tower
-from tfx_pipeline import features as F
 from tfx_pipeline import configs
-from tfx_pipeline.configs import VISUAL_VARIANTS as VARIANTS
+from tfx_pipeline import features as F
 
 IMAGE_KEY_INPUT = "image_key"   # int64 id unique per image (e.g. a fingerprint of ad_id)
 
@@ -40,8 +39,8 @@ class VisualConfig:
   dedup: bool = True
 
   def __post_init__(self):
-    if self.variant not in VARIANTS:
-      raise ValueError(f"visual variant must be one of {VARIANTS}, got {self.variant!r}")
+    if self.variant not in configs.VISUAL_VARIANTS:
+      raise ValueError(f"visual variant must be one of {configs.VISUAL_VARIANTS}, got {self.variant!r}")
     self.backbone_config()
     self.attention_config()
 
