@@ -12,7 +12,7 @@ whose configuration (data, arguments, seed) a finished cell in OUTPUT already ha
 label or grid, takes that cell's result instead of training the same model again: Table 5's
 cbam and cscnn and Figure 5's C' = 20 and H' = 7 are the variants grid's cbam and cscnn. The
 table (Markdown and CSV, mean and std over seeds and every seed's value) and a plot are rebuilt
-from the cells at the end.
+from the cells at the end, one set per grid (``OUTPUT/<grid>.md``, ``.csv``, ``.png``).
 
 Grids:
 - ``variants`` (Table 8 / Table 4): the visual variants given with ``--variants``.
