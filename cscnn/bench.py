@@ -1,8 +1,11 @@
 """`cscnn bench training`: training-step cost of the visual CTR model on CPU.
 
 One process, side by side: every configuration is built first, then timed in interleaved
-rounds (one step of each configuration per round) so that machine drift hits all of them
-alike; figures are medians over rounds.
+rounds (one step of each configuration per round, in a new seeded random order each round) so
+that machine drift and order effects hit all of them alike. Step times are medians over rounds;
+a ratio of two configurations is the median of their per-round ratios (paired by round), with a
+bootstrap 90% interval of that median, so one run says whether a difference is larger than its
+noise.
 
 - attention: none / CBAM / CSCNN on each backbone, de-duplication on, G impressions per ad;
   reports the step-time ratio CSCNN / CBAM.
@@ -15,7 +18,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +36,29 @@ def _batch(n_impressions: int, per_ad: int, image_size: int, id_space: int, rng)
   x[F.transformed_name(F.CATEGORY_KEY)] = (ad_of % 7).astype("int64")
   y = rng.integers(0, 2, size=(n_impressions, 1)).astype("float32")
   return x, y, len(np.unique(ad_of % n_ads))
+
+
+GOAL_CSCNN_OVER_CBAM = 1.05   # issue 7: CSCNN's step time within 5% of CBAM's (paper: FLOPs +0.03%)
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], resamples: int = 2000,
+                 level: float = 0.90, seed: int = 0) -> Tuple[float, float, float]:
+  """Median of the per-round ratios numerator[r] / denominator[r], and a bootstrap `level`
+  interval of that median (resampling rounds with replacement, seeded)."""
+  if len(numerator) != len(denominator) or not numerator:
+    raise ValueError(f"paired_ratio needs two equal, non-empty series, got {len(numerator)} and {len(denominator)}")
+  ratios = np.asarray(numerator, float) / np.asarray(denominator, float)
+  rng = np.random.default_rng(seed)
+  medians = np.median(rng.choice(ratios, size=(resamples, len(ratios)), replace=True), axis=1)
+  tail = (1.0 - level) / 2 * 100
+  lo, hi = np.percentile(medians, [tail, 100 - tail])
+  return float(np.median(ratios)), float(lo), float(hi)
+
+
+def goal_verdict(lo: float, hi: float, goal: float = GOAL_CSCNN_OVER_CBAM) -> str:
+  """'met' when the whole interval is within the goal, 'missed' when it is all above, else
+  'undecided' (the run cannot tell; more --rounds narrow the interval)."""
+  return "met" if hi <= goal else "missed" if lo > goal else "undecided"
 
 
 def machine() -> Dict[str, object]:
@@ -86,9 +112,13 @@ def bench_training(backbones=("light", "resnet18"), attentions=("none", "cbam", 
     log(f"  built and warmed up {key}", file=sys.stderr)
 
   times: Dict[str, List[float]] = {k: [] for k in runs}
+  order_rng = np.random.default_rng(1)
+  keys = list(runs)
   t_start = time.time()
   for r in range(rounds):
-    for key, (model, x, y, _) in runs.items():
+    for i in order_rng.permutation(len(keys)):
+      key = keys[i]
+      model, x, y, _ = runs[key]
       t0 = time.perf_counter()
       model.train_on_batch(x, y)
       times[key].append(time.perf_counter() - t0)
@@ -98,17 +128,25 @@ def bench_training(backbones=("light", "resnet18"), attentions=("none", "cbam", 
   for key, (_, _, _, unique) in runs.items():
     med = statistics.median(times[key])
     results[key] = {"step_ms": round(med * 1000, 2), "impressions_per_s": round(batch / med, 1),
-                    "unique_images_per_s": round(unique / med, 1), "unique_images": unique}
+                    "unique_images_per_s": round(unique / med, 1), "unique_images": unique,
+                    "round_ms": [round(t * 1000, 3) for t in times[key]]}
   out: Dict[str, object] = {"machine": machine(), "batch": batch, "image_size": image_size,
                             "rounds": rounds, "attention_per_ad": attention_per_ad, "results": results}
+
+  def ratio(num, den):
+    return paired_ratio(times[num], times[den]) if num in times and den in times else None
+
   for b in backbones:
-    cb, cs = results.get(f"{b}/cbam/G{attention_per_ad}/dedup"), results.get(f"{b}/cscnn/G{attention_per_ad}/dedup")
-    if cb and cs:
-      out[f"{b}_cscnn_over_cbam_step_ratio"] = round(cs["step_ms"] / cb["step_ms"], 3)
+    att = ratio(f"{b}/cscnn/G{attention_per_ad}/dedup", f"{b}/cbam/G{attention_per_ad}/dedup")
+    if att:
+      out[f"{b}_cscnn_over_cbam_step_ratio"] = round(att[0], 3)
+      out[f"{b}_cscnn_over_cbam_step_ratio_ci90"] = [round(att[1], 3), round(att[2], 3)]
+      out[f"{b}_cscnn_over_cbam_goal"] = goal_verdict(att[1], att[2])
     for g in per_ad:
-      on, off = results.get(f"{b}/cscnn/G{g}/dedup"), results.get(f"{b}/cscnn/G{g}/nodedup")
-      if on and off:
-        out[f"{b}_dedup_speedup_G{g}"] = round(off["step_ms"] / on["step_ms"], 3)
+      dedup = ratio(f"{b}/cscnn/G{g}/nodedup", f"{b}/cscnn/G{g}/dedup")
+      if dedup:
+        out[f"{b}_dedup_speedup_G{g}"] = round(dedup[0], 3)
+        out[f"{b}_dedup_speedup_G{g}_ci90"] = [round(dedup[1], 3), round(dedup[2], 3)]
   return out
 
 
@@ -120,9 +158,13 @@ def format_training(out: Dict[str, object]) -> str:
            f"{'configuration':<32} {'step ms':>9} {'impr/s':>9} {'images/s':>9}"]
   for key, r in out["results"].items():
     lines.append(f"{key:<32} {r['step_ms']:>9.1f} {r['impressions_per_s']:>9.0f} {r['unique_images_per_s']:>9.0f}")
+  lines.append(f"ratios: median of per-round paired ratios [bootstrap 90% interval of the median]; "
+               f"goal CSCNN / CBAM <= {GOAL_CSCNN_OVER_CBAM}")
   for k, v in out.items():
-    if k.endswith("_ratio") or "_speedup_" in k:
-      lines.append(f"{k}: {v}")
+    if k.endswith("_step_ratio") or ("_dedup_speedup_G" in k and not k.endswith("_ci90")):
+      ci = out.get(f"{k}_ci90")
+      goal = out.get(k.replace("_step_ratio", "_goal")) if k.endswith("_step_ratio") else None
+      lines.append(f"{k}: {v}" + (f" [{ci[0]}, {ci[1]}]" if ci else "") + (f", goal {goal}" if goal else ""))
   return "\n".join(lines)
 
 

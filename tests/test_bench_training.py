@@ -2,12 +2,16 @@
 
 Speed itself is not asserted (that is what the benchmark is for); what is checked is that every
 configuration of the grid is present, that images/s counts unique images (de-duplication) and
-that the derived ratios are computed from the medians shown.
+that the derived ratios are the medians of the per-round paired ratios of the times shown, with
+an interval that brackets them.
 """
 
 import json
+import statistics
 
 import pytest
+
+from cscnn.bench import goal_verdict, paired_ratio
 
 from conftest import cscnn
 
@@ -15,7 +19,7 @@ from conftest import cscnn
 @pytest.fixture(scope="module")
 def bench():
   proc = cscnn("bench", "training", "--backbones", "light", "--per-ad", "1,5", "--batch", "10",
-               "--rounds", "2", "--json", "--quiet")
+               "--rounds", "3", "--json", "--quiet")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -23,10 +27,11 @@ def test_every_configuration_is_timed(bench):
   assert set(bench["results"]) == {
       "light/none/G5/dedup", "light/cbam/G5/dedup", "light/cscnn/G5/dedup",
       "light/cscnn/G1/dedup", "light/cscnn/G1/nodedup", "light/cscnn/G5/nodedup"}
-  assert bench["batch"] == 10 and bench["rounds"] == 2
+  assert bench["batch"] == 10 and bench["rounds"] == 3
   assert bench["machine"]["cores"] >= 1 and bench["machine"]["cpu"]
   for r in bench["results"].values():
-    assert r["step_ms"] > 0
+    assert r["step_ms"] > 0 and len(r["round_ms"]) == 3
+    assert r["step_ms"] == pytest.approx(statistics.median(r["round_ms"]), abs=0.01)
     assert r["impressions_per_s"] == pytest.approx(10 / (r["step_ms"] / 1000), rel=0.02)
 
 
@@ -38,10 +43,34 @@ def test_unique_images_follow_impressions_per_ad(bench):
   assert g5["unique_images_per_s"] == pytest.approx(g5["impressions_per_s"] / 5, rel=0.02)
 
 
-def test_ratios_come_from_the_medians(bench):
+def _paired_median(res, num, den):
+  return statistics.median(a / b for a, b in zip(res[num]["round_ms"], res[den]["round_ms"]))
+
+
+def test_ratios_are_medians_of_paired_rounds(bench):
   res = bench["results"]
-  assert bench["light_cscnn_over_cbam_step_ratio"] == pytest.approx(
-      res["light/cscnn/G5/dedup"]["step_ms"] / res["light/cbam/G5/dedup"]["step_ms"], abs=0.002)
+  ratio = bench["light_cscnn_over_cbam_step_ratio"]
+  assert ratio == pytest.approx(_paired_median(res, "light/cscnn/G5/dedup", "light/cbam/G5/dedup"), abs=0.002)
+  lo, hi = bench["light_cscnn_over_cbam_step_ratio_ci90"]
+  assert lo - 0.001 <= ratio <= hi + 0.001
+  assert bench["light_cscnn_over_cbam_goal"] == goal_verdict(lo, hi)
   for g in (1, 5):
     assert bench[f"light_dedup_speedup_G{g}"] == pytest.approx(
-        res[f"light/cscnn/G{g}/nodedup"]["step_ms"] / res[f"light/cscnn/G{g}/dedup"]["step_ms"], abs=0.002)
+        _paired_median(res, f"light/cscnn/G{g}/nodedup", f"light/cscnn/G{g}/dedup"), abs=0.002)
+
+
+def test_paired_ratio_by_hand():
+  # per-round ratios 2, 1 and 4 -> median 2 (the ratio of the two medians would be 3 / 1)
+  median, lo, hi = paired_ratio([2.0, 3.0, 4.0], [1.0, 3.0, 1.0])
+  assert median == 2.0
+  assert 1.0 <= lo <= median <= hi <= 4.0
+  # every round agrees: the interval collapses onto the ratio
+  assert paired_ratio([1.1] * 5, [1.0] * 5)[1:] == pytest.approx((1.1, 1.1))
+  with pytest.raises(ValueError, match="equal, non-empty"):
+    paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_goal_verdict():
+  assert goal_verdict(0.98, 1.04) == "met"
+  assert goal_verdict(1.06, 1.12) == "missed"
+  assert goal_verdict(1.02, 1.08) == "undecided"
