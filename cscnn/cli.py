@@ -309,7 +309,8 @@ def _cmd_experiment_ablation(args) -> int:
   paths = table_paths(args.output, args.grid)
   with open(paths["markdown"]) as f:
     print(f.read())
-  print(f"table: {paths['markdown']}, {paths['csv']}; plot: {paths['plot']}")
+  steps = f", gains between configurations {paths['steps_csv']}" if os.path.exists(paths["steps_csv"]) else ""
+  print(f"table: {paths['markdown']}, {paths['csv']}{steps}; plot: {paths['plot']}")
   return 0
 
 

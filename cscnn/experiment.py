@@ -61,6 +61,18 @@ GRIDS = {
 }
 
 
+def steps_for(grid: str, labels: Sequence[str]) -> List[Tuple[str, str]]:
+  """The pairs (A, B) whose gain B - A a grid's table reports, paired by seed: the variants in
+  the order given (the paper's Table 8 reads none < fixed < finetune < cbam < cscnn); Table 5's
+  kinds without and with the category prior; none for the Figure 5 sweep."""
+  if grid == "variants":
+    return list(zip(labels, labels[1:]))
+  if grid == "table5":
+    return [(a, b) for a, b in (("se", "se_prior"), ("cbam_channel", "cbam_channel_prior"),
+                                ("cbam", "cscnn")) if a in labels and b in labels]
+  return []
+
+
 def cells_for(grid: str, variants: Sequence[str]) -> List[Tuple[str, List[str]]]:
   if grid == "variants":
     unknown = [v for v in variants if v not in configs.VISUAL_VARIANTS]
@@ -150,7 +162,8 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
     results.append(result)
-  write_table(results, [c[0] for c in cells], output, grid)
+  labels = [c[0] for c in cells]
+  write_table(results, labels, output, grid, steps_for(grid, labels))
   return results
 
 
@@ -172,12 +185,39 @@ def _format_mean_std(mean, std) -> str:
 def table_paths(output: str, grid: str) -> Dict[str, str]:
   """Where a grid's table and plot go: one set per grid, so that the grids that share an OUTPUT
   (and its cells) do not overwrite each other's tables."""
-  return {kind: os.path.join(output, f"{grid}.{ext}")
-          for kind, ext in (("markdown", "md"), ("csv", "csv"), ("plot", "png"))}
+  return {kind: os.path.join(output, f"{grid}{suffix}")
+          for kind, suffix in (("markdown", ".md"), ("csv", ".csv"), ("plot", ".png"),
+                               ("steps_csv", "_steps.csv"))}
+
+
+def step_rows(results: List[Dict], steps: Sequence[Tuple[str, str]]) -> List[Dict]:
+  """Each step A -> B: the gain B - A paired by seed (mean and sample std over the seeds both
+  have) for every metric, and whether the gain in mean AUC is larger than the seed std of both
+  A and B (the margin issue 7 asks the paper's ordering to hold by)."""
+  rows = []
+  for a, b in steps:
+    by_seed = {lab: {r["seed"]: r for r in results if r["label"] == lab} for lab in (a, b)}
+    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+    row = {"step": f"{a} -> {b}", "seeds": len(seeds)}
+    for k, _ in METRICS:
+      gain = _mean_std([by_seed[b][s][k] - by_seed[a][s][k] for s in seeds
+                        if by_seed[b][s][k] is not None and by_seed[a][s][k] is not None])
+      row[f"{k}_gain_mean"], row[f"{k}_gain_std"] = gain
+    (mean_a, std_a), (mean_b, std_b) = (_mean_std([r["auc"] for r in by_seed[lab].values()]) for lab in (a, b))
+    row["auc_gain_beyond_std"] = (None if std_a is None or std_b is None
+                                  else mean_b - mean_a > max(std_a, std_b))
+    rows.append(row)
+  return rows
+
+
+def _format_gain(mean, std) -> str:
+  if mean is None:
+    return "n/a"
+  return f"{mean:+.4f}" if std is None else f"{mean:+.4f} ± {std:.4f}"
 
 
 def write_table(results: List[Dict], labels: Sequence[str], output: str,
-                grid: str = "variants") -> Dict[str, str]:
+                grid: str = "variants", steps: Sequence[Tuple[str, str]] = ()) -> Dict[str, str]:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -195,12 +235,25 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
                  **{f"{k}_std": stats[k][1] for k, _ in METRICS},
                  "auc_per_seed": " ".join(f"{r['auc']:.4f}" for r in cells)})
   paths = table_paths(output, grid)
+  gains = step_rows(results, steps)
+  if gains:
+    md += ["", "Gains paired by seed (B - A, mean ± std over the seeds both have); the last column: "
+           "is the gain in mean AUC larger than the seed std of A and of B?", "",
+           "| step | seeds | " + " | ".join(f"{name} gain" for _, name in METRICS)
+           + " | AUC gain > seed std |", "|---|---|" + "---|" * len(METRICS) + "---|"]
+    for g in gains:
+      beyond = {True: "yes", False: "no", None: "n/a (one seed)"}[g["auc_gain_beyond_std"]]
+      md.append(f"| {g['step']} | {g['seeds']} | "
+                + " | ".join(_format_gain(g[f"{k}_gain_mean"], g[f"{k}_gain_std"]) for k, _ in METRICS)
+                + f" | {beyond} |")
   with open(paths["markdown"], "w") as f:
     f.write("\n".join(md) + "\n")
-  with open(paths["csv"], "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
+  for path, table in ((paths["csv"], rows), (paths["steps_csv"], gains)):
+    if table:
+      with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
   fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6))
   for ax, (k, name) in zip(axes, METRICS):
     x = range(len(labels))

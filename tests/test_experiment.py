@@ -110,3 +110,33 @@ def test_table_gives_mean_and_sample_std_and_no_std_for_one_seed(tmp_path):
     rows = {r["configuration"]: r for r in csv.DictReader(f)}
   assert abs(float(rows["a"]["auc_std"]) - 0.02) < 1e-12
   assert rows["b"]["auc_std"] == "" and float(rows["b"]["auc_mean"]) == 0.75
+
+
+def test_steps_give_gains_paired_by_seed_and_the_margin_against_the_seed_std(tmp_path):
+  from cscnn.experiment import steps_for, write_table  # pylint: disable=import-outside-toplevel
+
+  def cell(label, seed, auc, cold=None):
+    return {"label": label, "seed": seed, "auc": auc, "per_user_auc": auc, "cold_auc": cold}
+
+  # a: 0.70 / 0.72 / 0.74 (mean 0.72, std 0.02); b: 0.73 / 0.76 / 0.76 (mean 0.75, std 0.0173):
+  # paired gains 0.03 / 0.04 / 0.02 -> +0.03 ± 0.01, and 0.03 > max(0.02, 0.0173) -> yes.
+  # c: 0.74 / 0.77 / 0.78 (mean 0.7633): gains over b 0.01 / 0.01 / 0.02 -> +0.0133 ± 0.0058,
+  # not above c's std 0.0208 (nor b's 0.0173) -> no. d has one seed: no std to compare with.
+  # Cold AUC a -> b: gains 0.05 / 0.04 on the two seeds that have it -> +0.045 ± 0.0071.
+  results = [cell("a", 0, 0.70, 0.60), cell("a", 1, 0.72, 0.62), cell("a", 2, 0.74),
+             cell("b", 0, 0.73, 0.65), cell("b", 1, 0.76, 0.66), cell("b", 2, 0.76, 0.70),
+             cell("c", 0, 0.74), cell("c", 1, 0.77), cell("c", 2, 0.78), cell("d", 0, 0.80)]
+  labels = ["a", "b", "c", "d"]
+  assert steps_for("variants", labels) == [("a", "b"), ("b", "c"), ("c", "d")]
+  paths = write_table(results, labels, str(tmp_path), "variants", steps_for("variants", labels))
+  md = open(paths["markdown"]).read().splitlines()
+  assert "| a -> b | 3 | +0.0300 ± 0.0100 | +0.0300 ± 0.0100 | +0.0450 ± 0.0071 | yes |" in md
+  assert "| b -> c | 3 | +0.0133 ± 0.0058 | +0.0133 ± 0.0058 | n/a | no |" in md
+  assert "| c -> d | 1 | +0.0600 | +0.0600 | n/a | n/a (one seed) |" in md
+  with open(paths["steps_csv"]) as f:
+    rows = {r["step"]: r for r in csv.DictReader(f)}
+  assert abs(float(rows["a -> b"]["auc_gain_std"]) - 0.01) < 1e-12
+  assert rows["b -> c"]["auc_gain_beyond_std"] == "False"
+  # Table 5 compares each kind with and without the prior; Figure 5 is a sweep, no steps.
+  assert steps_for("table5", ["se", "se_prior", "cbam", "cscnn"]) == [("se", "se_prior"), ("cbam", "cscnn")]
+  assert steps_for("figure5", ["C'=5", "C'=10"]) == []
