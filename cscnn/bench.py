@@ -38,6 +38,7 @@ def _batch(n_impressions: int, per_ad: int, image_size: int, id_space: int, rng)
   return x, y, len(np.unique(ad_of % n_ads))
 
 
+ATTENTIONS = ("none", "cbam", "cscnn")   # none: the fine-tuned CNN without attention
 GOAL_CSCNN_OVER_CBAM = 1.05   # issue 7: CSCNN's step time within 5% of CBAM's (paper: FLOPs +0.03%)
 
 
@@ -76,7 +77,7 @@ def machine() -> Dict[str, object]:
   return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
-def bench_training(backbones=("light", "resnet18"), attentions=("none", "cbam", "cscnn"),
+def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
                    per_ad=(1, 5, 25), batch: int = 100, image_size: int = 32, rounds: int = 10,
                    warmup: int = 2, attention_per_ad: int = 5, log=print) -> Dict[str, object]:
   import keras
@@ -85,6 +86,14 @@ def bench_training(backbones=("light", "resnet18"), attentions=("none", "cbam", 
   from models.visual import VisualConfig
   from tfx_pipeline import features as F
 
+  from tfx_pipeline import configs as C
+  unknown = [b for b in backbones if b not in C.BACKBONES] + [a for a in attentions if a not in ATTENTIONS]
+  if unknown:   # before minutes of building models, not after
+    raise ValueError(f"unknown {', '.join(unknown)}: backbones are {', '.join(C.BACKBONES)}, "
+                     f"attention kinds {', '.join(ATTENTIONS)}")
+  for name, value in (("batch", batch), ("rounds", rounds), *((f"per-ad {g}", g) for g in per_ad)):
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}")
   rng = np.random.default_rng(0)
   id_space = 50
   sizes = {f.name: id_space for f in F.FEATURES}

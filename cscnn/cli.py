@@ -187,14 +187,29 @@ def _cmd_models_summary(args) -> int:
   return 0
 
 
+def _positive_ints(text: str) -> tuple:
+  """argparse type of a comma-separated list of whole numbers >= 1 ("1,5,25")."""
+  try:
+    values = tuple(int(v) for v in text.split(","))
+  except ValueError:
+    values = ()
+  if not values or min(values) < 1:
+    raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers >= 1, got {text!r}")
+  return values
+
+
 def _cmd_bench_training(args) -> int:
   import keras
   from cscnn.bench import bench_training, format_training
   keras.utils.set_random_seed(0)
-  out = bench_training(backbones=args.backbones.split(","), attentions=args.attention.split(","),
-                       per_ad=tuple(int(g) for g in args.per_ad.split(",")), batch=args.batch,
-                       image_size=args.image_size, rounds=args.rounds,
-                       log=lambda *a, **k: None if args.quiet else print(*a, **k))
+  try:
+    out = bench_training(backbones=args.backbones.split(","), attentions=args.attention.split(","),
+                         per_ad=args.per_ad, batch=args.batch,
+                         image_size=args.image_size, rounds=args.rounds,
+                         log=lambda *a, **k: None if args.quiet else print(*a, **k))
+  except ValueError as e:
+    print(f"cscnn bench training: {e}", file=sys.stderr)
+    return 2
   print(json.dumps(out) if args.json else format_training(out))
   return 0
 
@@ -254,11 +269,11 @@ def _cmd_predict(args) -> int:
 
 def _cmd_bench_serving(args) -> int:
   from cscnn.bench import bench_serving, format_serving
-  sizes = tuple(int(n) for n in args.sizes.split(","))
+  sizes = args.sizes
   try:
     out = bench_serving(args.model_base_path, args.model_name, args.candidates, sizes=sizes,
                         requests=args.requests, repeats=args.repeats,
-                        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+                        concurrency=args.concurrency,
                         log=lambda *a, **k: None if args.quiet else print(*a, **k))
   except (FileNotFoundError, RuntimeError) as e:
     print(f"cscnn bench serving: {e}", file=sys.stderr)
@@ -449,24 +464,29 @@ def build_parser() -> argparse.ArgumentParser:
 
   bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
   bt = bench.add_parser("training", help="training step time: attention kinds, backbones, de-duplication")
-  bt.add_argument("--backbones", default="light,resnet18")
-  bt.add_argument("--attention", default="none,cbam,cscnn")
-  bt.add_argument("--per-ad", default="1,5,25", help="impressions per ad in a batch (G)")
+  bt.add_argument("--backbones", default="light,resnet18", help="comma-separated backbones to time")
+  bt.add_argument("--attention", default="none,cbam,cscnn", help="comma-separated attention kinds to time")
+  bt.add_argument("--per-ad", type=_positive_ints, default=(1, 5, 25),
+                  help="impressions per ad in a batch (G), comma-separated")
   bt.add_argument("--batch", type=int, default=100, help="impressions per batch")
   bt.add_argument("--image-size", type=int, default=32)
-  bt.add_argument("--rounds", type=int, default=10)
-  bt.add_argument("--json", action="store_true")
-  bt.add_argument("--quiet", action="store_true")
+  bt.add_argument("--rounds", type=int, default=10,
+                  help="timed rounds, one step of every configuration each; more rounds narrow the "
+                       "ratios' intervals (a CSCNN / CBAM goal verdict of 'undecided' asks for more)")
+  bt.add_argument("--json", action="store_true", help="one JSON object, per-round times included")
+  bt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   bt.set_defaults(func=_cmd_bench_training)
   bs = bench.add_parser("serving", help="gRPC vs in-process latency and throughput of the serving model")
   bs.add_argument("--model-base-path", default="demo/out/serving/cscnn_ctr")
   bs.add_argument("--model-name", default="cscnn_ctr")
   bs.add_argument("--candidates", default="demo/data/impressions/impressions.csv",
                   help="CSV of candidates (impressions; the label column is ignored)")
-  bs.add_argument("--sizes", default="1,100,1000")
+  bs.add_argument("--sizes", type=_positive_ints, default=(1, 100, 1000),
+                  help="candidates per request, comma-separated")
   bs.add_argument("--requests", type=int, default=200)
   bs.add_argument("--repeats", type=int, default=3)
-  bs.add_argument("--concurrency", default="1,4,8")
+  bs.add_argument("--concurrency", type=_positive_ints, default=(1, 4, 8),
+                  help="client threads for the throughput figure, comma-separated")
   bs.add_argument("--json", action="store_true")
   bs.add_argument("--quiet", action="store_true")
   bs.set_defaults(func=_cmd_bench_serving)

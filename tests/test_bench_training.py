@@ -74,3 +74,15 @@ def test_goal_verdict():
   assert goal_verdict(0.98, 1.04) == "met"
   assert goal_verdict(1.06, 1.12) == "missed"
   assert goal_verdict(1.02, 1.08) == "undecided"
+
+
+def test_bad_options_are_refused_before_any_model_is_built():
+  unknown = cscnn("bench", "training", "--backbones", "light,resnet81", "--attention", "cbam,se",
+                  "--quiet", check=False)
+  assert unknown.returncode == 2
+  assert "resnet81" in unknown.stderr and "se" in unknown.stderr and "resnet18" in unknown.stderr
+  assert "built and warmed up" not in unknown.stderr
+  rounds = cscnn("bench", "training", "--backbones", "light", "--rounds", "0", check=False)
+  assert rounds.returncode == 2 and "rounds must be >= 1" in rounds.stderr
+  per_ad = cscnn("bench", "training", "--per-ad", "1,x", check=False)
+  assert per_ad.returncode == 2 and "--per-ad" in per_ad.stderr
