@@ -1,11 +1,13 @@
 """`cscnn bench training`: training-step cost of the visual CTR model on CPU.
 
 One process, side by side: every configuration is built first, then timed in interleaved
-rounds (one step of each configuration per round, in a new seeded random order each round) so
-that machine drift and order effects hit all of them alike. Step times are medians over rounds;
-a ratio of two configurations is the median of their per-round ratios (paired by round), with a
-bootstrap 90% interval of that median, so one run says whether a difference is larger than its
-noise.
+rounds (one measurement of each configuration per round, in a new seeded random order each
+round) so that machine drift and order effects hit all of them alike. A measurement is the mean
+step time over enough consecutive steps to last about `min_measure_s` (one ResNet18 step, a
+few light ones), so that fast configurations are not timed on single noisy steps. Step times
+are medians over rounds; a ratio of two configurations is the median of their per-round ratios
+(paired by round), with a bootstrap 90% interval of that median, so one run says whether a
+difference is larger than its noise.
 
 - attention: none / CBAM / CSCNN on each backbone, de-duplication on, G impressions per ad;
   reports the step-time ratio CSCNN / CBAM.
@@ -14,6 +16,7 @@ noise.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -79,7 +82,8 @@ def machine() -> Dict[str, object]:
 
 def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
                    per_ad=(1, 5, 25), batch: int = 100, image_size: int = 32, rounds: int = 10,
-                   warmup: int = 2, attention_per_ad: int = 5, log=print) -> Dict[str, object]:
+                   warmup: int = 2, attention_per_ad: int = 5, min_measure_s: float = 0.3,
+                   log=print) -> Dict[str, object]:
   import keras
   from models.ctr import build_model
   from models.dcn import DCNConfig
@@ -91,7 +95,8 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
   if unknown:   # before minutes of building models, not after
     raise ValueError(f"unknown {', '.join(unknown)}: backbones are {', '.join(C.BACKBONES)}, "
                      f"attention kinds {', '.join(ATTENTIONS)}")
-  for name, value in (("batch", batch), ("rounds", rounds), *((f"per-ad {g}", g) for g in per_ad)):
+  for name, value in (("batch", batch), ("rounds", rounds), ("warmup", warmup),
+                      *((f"per-ad {g}", g) for g in per_ad)):
     if value < 1:
       raise ValueError(f"{name} must be >= 1, got {value}")
   rng = np.random.default_rng(0)
@@ -116,9 +121,11 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
                         VisualConfig(variant, b, image_size=image_size, dedup=d))
     x, y, unique = _batch(batch, g, image_size, id_space, rng)
     for _ in range(warmup):
+      t0 = time.perf_counter()
       model.train_on_batch(x, y)
-    runs[key] = (model, x, y, unique)
-    log(f"  built and warmed up {key}", file=sys.stderr)
+    steps = max(1, math.ceil(min_measure_s / (time.perf_counter() - t0)))   # from the last warm-up step
+    runs[key] = (model, x, y, unique, steps)
+    log(f"  built and warmed up {key} ({steps} step(s) per measurement)", file=sys.stderr)
 
   times: Dict[str, List[float]] = {k: [] for k in runs}
   order_rng = np.random.default_rng(1)
@@ -127,20 +134,23 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
   for r in range(rounds):
     for i in order_rng.permutation(len(keys)):
       key = keys[i]
-      model, x, y, _ = runs[key]
+      model, x, y, _, steps = runs[key]
       t0 = time.perf_counter()
-      model.train_on_batch(x, y)
-      times[key].append(time.perf_counter() - t0)
+      for _ in range(steps):
+        model.train_on_batch(x, y)
+      times[key].append((time.perf_counter() - t0) / steps)
     log(f"  round {r + 1}/{rounds} ({time.time() - t_start:.0f} s)", file=sys.stderr)
 
   results = {}
-  for key, (_, _, _, unique) in runs.items():
+  for key, (_, _, _, unique, steps) in runs.items():
     med = statistics.median(times[key])
     results[key] = {"step_ms": round(med * 1000, 2), "impressions_per_s": round(batch / med, 1),
                     "unique_images_per_s": round(unique / med, 1), "unique_images": unique,
+                    "steps_per_measurement": steps,
                     "round_ms": [round(t * 1000, 3) for t in times[key]]}
   out: Dict[str, object] = {"machine": machine(), "batch": batch, "image_size": image_size,
-                            "rounds": rounds, "attention_per_ad": attention_per_ad, "results": results}
+                            "rounds": rounds, "min_measure_s": min_measure_s,
+                            "attention_per_ad": attention_per_ad, "results": results}
 
   def ratio(num, den):
     return paired_ratio(times[num], times[den]) if num in times and den in times else None
@@ -163,7 +173,8 @@ def format_training(out: Dict[str, object]) -> str:
   m = out["machine"]
   lines = [f"machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, Keras {m['keras']}",
            f"training step of DCN + visual tower, batch {out['batch']} impressions, "
-           f"{out['image_size']}x{out['image_size']} images, median of {out['rounds']} interleaved rounds",
+           f"{out['image_size']}x{out['image_size']} images, median of {out['rounds']} interleaved rounds "
+           f"(a round times each configuration over steps lasting about {out['min_measure_s']} s)",
            f"{'configuration':<32} {'step ms':>9} {'impr/s':>9} {'images/s':>9}"]
   for key, r in out["results"].items():
     lines.append(f"{key:<32} {r['step_ms']:>9.1f} {r['impressions_per_s']:>9.0f} {r['unique_images_per_s']:>9.0f}")

@@ -30,7 +30,7 @@ def test_every_configuration_is_timed(bench):
   assert bench["batch"] == 10 and bench["rounds"] == 3
   assert bench["machine"]["cores"] >= 1 and bench["machine"]["cpu"]
   for r in bench["results"].values():
-    assert r["step_ms"] > 0 and len(r["round_ms"]) == 3
+    assert r["step_ms"] > 0 and len(r["round_ms"]) == 3 and r["steps_per_measurement"] >= 1
     assert r["step_ms"] == pytest.approx(statistics.median(r["round_ms"]), abs=0.01)
     assert r["impressions_per_s"] == pytest.approx(10 / (r["step_ms"] / 1000), rel=0.02)
 
