@@ -1,13 +1,15 @@
 """`cscnn bench training`: training-step cost of the visual CTR model on CPU.
 
 One process, side by side: every configuration is built first, then timed in interleaved
-rounds (one measurement of each configuration per round, in a new seeded random order each
-round) so that machine drift and order effects hit all of them alike. A measurement is the mean
-step time over enough consecutive steps to last about `min_measure_s` (one ResNet18 step, a
-few light ones), so that fast configurations are not timed on single noisy steps. Step times
-are medians over rounds; a ratio of two configurations is the median of their per-round ratios
-(paired by round), with a bootstrap 90% interval of that median, so one run says whether a
-difference is larger than its noise.
+rounds, backbone by backbone (one measurement of each of the backbone's configurations per
+round, in a new seeded random order each round), so that machine drift and order effects hit
+the configurations a ratio compares alike (on a shared 2-core VM the speed drifts by tens of
+percent within minutes). A measurement is the mean step time over enough consecutive steps to
+last about `min_measure_s` (`--measure-seconds`: one or two ResNet18 steps, about fifteen light
+ones), so that fast configurations are not timed on single noisy steps. Step times are medians
+over rounds; a ratio of two configurations is the median of their per-round ratios (paired by
+round), with a bootstrap 90% interval of that median, so one run says whether a difference is
+larger than its noise.
 
 - attention: none / CBAM / CSCNN on each backbone, de-duplication on, G impressions per ad;
   reports the step-time ratio CSCNN / CBAM.
@@ -82,7 +84,7 @@ def machine() -> Dict[str, object]:
 
 def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
                    per_ad=(1, 5, 25), batch: int = 100, image_size: int = 32, rounds: int = 10,
-                   warmup: int = 2, attention_per_ad: int = 5, min_measure_s: float = 0.3,
+                   warmup: int = 2, attention_per_ad: int = 5, min_measure_s: float = 1.0,
                    log=print) -> Dict[str, object]:
   import keras
   from models.ctr import build_model
@@ -95,6 +97,8 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
   if unknown:   # before minutes of building models, not after
     raise ValueError(f"unknown {', '.join(unknown)}: backbones are {', '.join(C.BACKBONES)}, "
                      f"attention kinds {', '.join(ATTENTIONS)}")
+  if not min_measure_s > 0:
+    raise ValueError(f"measure-seconds must be > 0, got {min_measure_s}")
   for name, value in (("batch", batch), ("rounds", rounds), ("warmup", warmup),
                       *((f"per-ad {g}", g) for g in per_ad)):
     if value < 1:
@@ -129,17 +133,17 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
 
   times: Dict[str, List[float]] = {k: [] for k in runs}
   order_rng = np.random.default_rng(1)
-  keys = list(runs)
   t_start = time.time()
-  for r in range(rounds):
-    for i in order_rng.permutation(len(keys)):
-      key = keys[i]
-      model, x, y, _, steps = runs[key]
-      t0 = time.perf_counter()
-      for _ in range(steps):
-        model.train_on_batch(x, y)
-      times[key].append((time.perf_counter() - t0) / steps)
-    log(f"  round {r + 1}/{rounds} ({time.time() - t_start:.0f} s)", file=sys.stderr)
+  for b in backbones:   # rounds per backbone: the configurations a ratio compares are timed seconds apart
+    keys = [k for k in runs if k.split("/", 1)[0] == b]
+    for r in range(rounds):
+      for i in order_rng.permutation(len(keys)):
+        model, x, y, _, steps = runs[keys[i]]
+        t0 = time.perf_counter()
+        for _ in range(steps):
+          model.train_on_batch(x, y)
+        times[keys[i]].append((time.perf_counter() - t0) / steps)
+      log(f"  {b} round {r + 1}/{rounds} ({time.time() - t_start:.0f} s)", file=sys.stderr)
 
   results = {}
   for key, (_, _, _, unique, steps) in runs.items():

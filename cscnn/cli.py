@@ -206,6 +206,7 @@ def _cmd_bench_training(args) -> int:
     out = bench_training(backbones=args.backbones.split(","), attentions=args.attention.split(","),
                          per_ad=args.per_ad, batch=args.batch,
                          image_size=args.image_size, rounds=args.rounds,
+                         min_measure_s=args.measure_seconds,
                          log=lambda *a, **k: None if args.quiet else print(*a, **k))
   except ValueError as e:
     print(f"cscnn bench training: {e}", file=sys.stderr)
@@ -473,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
   bt.add_argument("--rounds", type=int, default=10,
                   help="timed rounds, one step of every configuration each; more rounds narrow the "
                        "ratios' intervals (a CSCNN / CBAM goal verdict of 'undecided' asks for more)")
+  bt.add_argument("--measure-seconds", type=float, default=1.0,
+                  help="each measurement runs consecutive steps for about this long (at least one "
+                       "step); longer ones average out the machine's moment-to-moment speed")
   bt.add_argument("--json", action="store_true", help="one JSON object, per-round times included")
   bt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   bt.set_defaults(func=_cmd_bench_training)

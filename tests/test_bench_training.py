@@ -19,7 +19,7 @@ from conftest import cscnn
 @pytest.fixture(scope="module")
 def bench():
   proc = cscnn("bench", "training", "--backbones", "light", "--per-ad", "1,5", "--batch", "10",
-               "--rounds", "3", "--json", "--quiet")
+               "--rounds", "3", "--measure-seconds", "0.05", "--json", "--quiet")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
