@@ -90,9 +90,9 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
   from models.ctr import build_model
   from models.dcn import DCNConfig
   from models.visual import VisualConfig
+  from tfx_pipeline import configs as C
   from tfx_pipeline import features as F
 
-  from tfx_pipeline import configs as C
   unknown = [b for b in backbones if b not in C.BACKBONES] + [a for a in attentions if a not in ATTENTIONS]
   if unknown:   # before minutes of building models, not after
     raise ValueError(f"unknown {', '.join(unknown)}: backbones are {', '.join(C.BACKBONES)}, "
