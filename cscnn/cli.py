@@ -472,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
   bt.add_argument("--batch", type=int, default=100, help="impressions per batch")
   bt.add_argument("--image-size", type=int, default=32)
   bt.add_argument("--rounds", type=int, default=10,
-                  help="timed rounds, one step of every configuration each; more rounds narrow the "
-                       "ratios' intervals (a CSCNN / CBAM goal verdict of 'undecided' asks for more)")
+                  help="timed rounds per backbone, one measurement of each of its configurations "
+                       "each; more rounds narrow the ratios' intervals (a CSCNN / CBAM goal verdict "
+                       "of 'undecided' asks for more)")
   bt.add_argument("--measure-seconds", type=float, default=1.0,
                   help="each measurement runs consecutive steps for about this long (at least one "
                        "step); longer ones average out the machine's moment-to-moment speed")

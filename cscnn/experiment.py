@@ -162,8 +162,7 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       json.dump(result, f, indent=1)
     os.replace(result_path + ".tmp", result_path)
     results.append(result)
-  labels = [c[0] for c in cells]
-  write_table(results, labels, output, grid, steps_for(grid, labels))
+  write_table(results, [c[0] for c in cells], output, grid)
   return results
 
 
@@ -217,7 +216,10 @@ def _format_gain(mean, std) -> str:
 
 
 def write_table(results: List[Dict], labels: Sequence[str], output: str,
-                grid: str = "variants", steps: Sequence[Tuple[str, str]] = ()) -> Dict[str, str]:
+                grid: str = "variants") -> Dict[str, str]:
+  """The grid's table (Markdown, CSV), its plot and, for grids with steps (`steps_for`), the
+  gains paired by seed (below the Markdown table and in ``<grid>_steps.csv``; a steps CSV left
+  by an earlier run of the same grid is removed when there are no steps now)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -235,7 +237,7 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
                  **{f"{k}_std": stats[k][1] for k, _ in METRICS},
                  "auc_per_seed": " ".join(f"{r['auc']:.4f}" for r in cells)})
   paths = table_paths(output, grid)
-  gains = step_rows(results, steps)
+  gains = step_rows(results, steps_for(grid, labels))
   if gains:
     md += ["", "Gains paired by seed (B - A, mean ± std over the seeds both have); the last column: "
            "is the gain in mean AUC larger than the seed std of A and of B?", "",
@@ -254,6 +256,8 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
         w = csv.DictWriter(f, fieldnames=list(table[0]))
         w.writeheader()
         w.writerows(table)
+    elif os.path.exists(path):
+      os.remove(path)
   fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6))
   for ax, (k, name) in zip(axes, METRICS):
     x = range(len(labels))

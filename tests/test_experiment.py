@@ -128,7 +128,7 @@ def test_steps_give_gains_paired_by_seed_and_the_margin_against_the_seed_std(tmp
              cell("c", 0, 0.74), cell("c", 1, 0.77), cell("c", 2, 0.78), cell("d", 0, 0.80)]
   labels = ["a", "b", "c", "d"]
   assert steps_for("variants", labels) == [("a", "b"), ("b", "c"), ("c", "d")]
-  paths = write_table(results, labels, str(tmp_path), "variants", steps_for("variants", labels))
+  paths = write_table(results, labels, str(tmp_path), "variants")
   md = open(paths["markdown"]).read().splitlines()
   assert "| a -> b | 3 | +0.0300 ± 0.0100 | +0.0300 ± 0.0100 | +0.0450 ± 0.0071 | yes |" in md
   assert "| b -> c | 3 | +0.0133 ± 0.0058 | +0.0133 ± 0.0058 | n/a | no |" in md
@@ -140,3 +140,7 @@ def test_steps_give_gains_paired_by_seed_and_the_margin_against_the_seed_std(tmp
   # Table 5 compares each kind with and without the prior; Figure 5 is a sweep, no steps.
   assert steps_for("table5", ["se", "se_prior", "cbam", "cscnn"]) == [("se", "se_prior"), ("cbam", "cscnn")]
   assert steps_for("figure5", ["C'=5", "C'=10"]) == []
+  # the same grid rerun with one configuration: no steps, and the earlier steps CSV goes
+  write_table(results, ["a"], str(tmp_path), "variants")
+  assert not os.path.exists(paths["steps_csv"])
+  assert "Gains paired by seed" not in open(paths["markdown"]).read()
