@@ -330,6 +330,24 @@ def _cmd_experiment_ablation(args) -> int:
   return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Appends "(default: X)" to an option's help, except where there is nothing to show (None,
+  off flags, empty lists): those help texts say what happens without the option."""
+
+  def _get_help_string(self, action):
+    if action.default is None or action.default is False or action.default == []:
+      return action.help
+    return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+  """Every (sub)command's --help shows each option's default (sub-parsers are of the parent's class)."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", _HelpFormatter)
+    super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
   from cscnn.experiment import GRIDS
   from tfx_pipeline import configs
@@ -337,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
   cold_by = dict(default=F.COLD_BY[0], choices=list(F.COLD_BY),
                  help=f"the cold-ad slice: ads with fewer than {F.COLD_THRESHOLD} training impressions (rows), or "
                       "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
-  p = argparse.ArgumentParser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
+  p = _Parser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
   sub = p.add_subparsers(dest="command", required=True)
 
   data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
@@ -345,11 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--out", required=True, help="output folder")
   from cscnn.data.sample import SampleConfig  # pylint: disable=import-outside-toplevel
   defaults = SampleConfig()
-  s.add_argument("--impressions", type=int, default=defaults.impressions)
-  s.add_argument("--ads", type=int, default=defaults.ads)
-  s.add_argument("--categories", type=int, default=defaults.categories)
-  s.add_argument("--users", type=int, default=defaults.users)
-  s.add_argument("--image-size", type=int, default=defaults.image_size)
+  s.add_argument("--impressions", type=int, default=defaults.impressions, help="rows of the impression log")
+  s.add_argument("--ads", type=int, default=defaults.ads, help="ads in the catalogue, one image each")
+  s.add_argument("--categories", type=int, default=defaults.categories,
+                 help="K: ad categories, each with its own key quadrant and preferred colour")
+  s.add_argument("--users", type=int, default=defaults.users, help="distinct users")
+  s.add_argument("--image-size", type=int, default=defaults.image_size, help="S: images are S x S RGB PNGs")
   s.add_argument("--visual-strength", type=float, default=defaults.visual_strength,
                  help="weight of the category-specific visual effect on the click logit")
   s.add_argument("--overlays", type=int, default=defaults.overlays,
@@ -358,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--category-backgrounds", action="store_true",
                  help="each category's images share a background brightness (its studio look), so "
                       "an image shows its category; the click effect is unchanged")
-  s.add_argument("--seed", type=int, default=defaults.seed)
+  s.add_argument("--seed", type=int, default=defaults.seed, help="the same seed gives the same bytes")
   s.set_defaults(func=_cmd_data_sample)
   from cscnn.data.movielens import DEFAULT_USERS
   ml = data.add_parser("movielens", help="convert MovieLens-1M + posters into the pre-split input "
@@ -370,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
   ml.add_argument("--negatives", type=int, default=1, help="K: sampled negatives per training positive")
   ml.add_argument("--eval-negatives", type=int, default=20,
                   help="M: sampled negatives per held-out test / validation positive")
-  ml.add_argument("--seed", type=int, default=0)
+  ml.add_argument("--seed", type=int, default=0, help="user subset and negative sampling; the same seed gives the same bytes")
   ml.set_defaults(func=_cmd_data_movielens)
 
   pipe = sub.add_parser("pipeline", help="the TFX pipeline").add_subparsers(dest="pipeline_command", required=True)
@@ -381,20 +400,27 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--output", required=True, help="output folder: pipeline/, metadata.sqlite, serving/")
   r.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                  help="Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_num_workers=2")
-  r.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS)
-  r.add_argument("--eval-steps", type=int, default=configs.EVAL_STEPS)
-  r.add_argument("--epochs", type=int, default=3)
-  r.add_argument("--batch-size", type=int, default=configs.TRAIN_BATCH_SIZE)
-  r.add_argument("--learning-rate", type=float, default=None)
+  r.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="Trainer budget: batches in all")
+  r.add_argument("--eval-steps", type=int, default=configs.EVAL_STEPS,
+                 help="batches of the eval split for the Trainer's validation after each epoch "
+                      "(the Evaluator always reads the whole split)")
+  r.add_argument("--epochs", type=int, default=3,
+                 help="the train steps are split into this many Keras epochs (validation and TensorBoard "
+                      "logs after each)")
+  r.add_argument("--batch-size", type=int, default=configs.TRAIN_BATCH_SIZE, help="impressions per training batch")
+  r.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (None: the model's 1e-3)")
   r.add_argument("--embedding-dim", type=int, default=None, help="d_e (paper: 4)")
-  r.add_argument("--seed", type=int, default=0)
-  r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR)
-  r.add_argument("--auc-tolerance", type=float, default=configs.AUC_TOLERANCE)
+  r.add_argument("--seed", type=int, default=0, help="the trainer's seed: initial weights and shuffling")
+  r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
+                 help="the Evaluator blesses (and the Pusher pushes) a model only with eval AUC >= this")
+  r.add_argument("--auc-tolerance", type=float, default=configs.AUC_TOLERANCE,
+                 help="... and no more than this below the latest blessed model's AUC")
   r.add_argument("--variant", default=configs.VISUAL_VARIANT,
                  choices=configs.VISUAL_VARIANTS,
                  help="visual model (paper Table 8); none = DCN without images")
-  r.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES)
-  r.add_argument("--image-size", type=int, default=configs.IMAGE_SIZE)
+  r.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES,
+                 help="CNN of the visual tower (light: small residual net for CPUs)")
+  r.add_argument("--image-size", type=int, default=configs.IMAGE_SIZE, help="S: images are resized to S x S")
   r.add_argument("--impressions-per-ad", type=int, default=configs.IMPRESSIONS_PER_AD,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")
   r.add_argument("--no-dedup", action="store_true", help="run the CNN on every impression")
@@ -403,12 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--attention", default=None,
                  choices=["none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn"],
                  help="override the variant's attention kind (paper Table 5)")
-  r.add_argument("--channel-prior", type=int, default=None, help="C' (default 20)")
-  r.add_argument("--spatial-prior", type=int, default=None, help="H' = W' (default 7)")
-  r.add_argument("--attention-layers", type=int, default=None, help="L': attention on the last L' conv layers")
-  r.add_argument("--mixed-precision", action="store_true")
-  r.add_argument("--distribution", default="default", choices=["default", "mirrored"])
-  r.add_argument("--on-bad-image", default="error", choices=["error", "blank"])
+  r.add_argument("--channel-prior", type=int, default=None, help="C' (None: 20)")
+  r.add_argument("--spatial-prior", type=int, default=None, help="H' = W' (None: 7)")
+  r.add_argument("--attention-layers", type=int, default=None,
+                 help="L': attention on the last L' conv layers (None: all)")
+  r.add_argument("--mixed-precision", action="store_true", help="Keras mixed_float16 policy (for GPUs)")
+  r.add_argument("--distribution", default="default", choices=["default", "mirrored"],
+                 help="tf.distribute strategy of the Trainer (mirrored: every local GPU)")
+  r.add_argument("--on-bad-image", default="error", choices=["error", "blank"],
+                 help="a missing or undecodable catalogue image: stop naming it, or use a grey image")
   r.add_argument("--table-min-impressions", type=int, default=0,
                  help="visual table frequency control: keep ads with >= N training impressions")
   r.add_argument("--table-top-k", type=int, default=0, help="keep only the K most shown ads (0 = all)")
@@ -423,54 +452,58 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("-v", "--verbose", action="store_true", help="TFX/Beam INFO logs")
   r.set_defaults(func=_cmd_pipeline_run)
   cp = pipe.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2")
-  cp.add_argument("--target", default="kubeflow", choices=["kubeflow"])
+  cp.add_argument("--target", default="kubeflow", choices=["kubeflow"], help="orchestrator (Kubeflow Pipelines v2)")
   cp.add_argument("--image", required=True, help="container image built from the repo's Dockerfile")
   cp.add_argument("--output", required=True, help="pipeline.json")
-  cp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/cscnn")
+  cp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/cscnn", help="where the run's artifacts go")
   cp.add_argument("--data-root", default="gs://YOUR_BUCKET/cscnn/data",
                   help="default of the data_root run-time parameter")
   cp.add_argument("--input-layout", default=configs.LAYOUT_FLAT, choices=list(configs.INPUT_LAYOUTS),
                   help="flat impressions/*.csv (hash-split) or pre-split impressions/train|eval/*.csv: "
                        "fixed at compile time, data_root being a run-time parameter")
   cp.add_argument("--variant", default=configs.VISUAL_VARIANT,
-                  choices=configs.VISUAL_VARIANTS)
+                  choices=configs.VISUAL_VARIANTS, help="visual model (paper Table 8)")
   cp.add_argument("--cold-by", **cold_by)
-  cp.add_argument("--beam-arg", action="append", default=[])
+  cp.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
+                  help="Beam pipeline argument for the cluster, repeatable, e.g. --beam-arg=--runner=DataflowRunner")
   cp.set_defaults(func=_cmd_pipeline_compile)
   nd = pipe.add_parser("nodes", help="the pipeline's components in order, with their upstream ones")
   nd.add_argument("--variant", default=configs.VISUAL_VARIANT,
-                  choices=configs.VISUAL_VARIANTS)
-  nd.add_argument("--json", action="store_true")
+                  choices=configs.VISUAL_VARIANTS, help="visual model (none has no visual components)")
+  nd.add_argument("--json", action="store_true", help="print JSON")
   nd.set_defaults(func=_cmd_pipeline_nodes)
   sm = pipe.add_parser("summary", help="print the outcome of the latest run in OUTPUT")
-  sm.add_argument("--output", required=True)
-  sm.add_argument("--json", action="store_true")
+  sm.add_argument("--output", required=True, help="a `pipeline run --output` folder")
+  sm.add_argument("--json", action="store_true", help="print JSON")
   sm.set_defaults(func=_cmd_pipeline_summary)
 
   models = sub.add_parser("models", help="the Keras models").add_subparsers(dest="models_command", required=True)
   ms = models.add_parser("summary", help="parameters and FLOPs of a visual tower (paper Table 2)")
-  ms.add_argument("--backbone", default="resnet18", choices=configs.BACKBONES)
+  ms.add_argument("--backbone", default="resnet18", choices=configs.BACKBONES, help="CNN to count")
   ms.add_argument("--attention", default="cscnn",
-                  choices=["none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn"])
-  ms.add_argument("--placement", default="per-conv", choices=["per-conv", "per-block"])
-  ms.add_argument("--image-size", type=int, default=224)
+                  choices=["none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn"],
+                  help="attention module on the conv layers")
+  ms.add_argument("--placement", default="per-conv", choices=["per-conv", "per-block"],
+                  help="ResNet-18: a module after every conv (the paper's 16) or one per block (8)")
+  ms.add_argument("--image-size", type=int, default=224, help="S: input images S x S (the paper: 224)")
   ms.add_argument("--categories", type=int, default=3310, help="|K|")
   ms.add_argument("--channel-prior", type=int, default=20, help="C'")
   ms.add_argument("--spatial-prior", type=int, default=7, help="H' = W'")
   ms.add_argument("--reduction", type=int, default=4, help="r")
-  ms.add_argument("--attention-layers", type=int, default=None, help="L': attention on the last L' conv layers")
+  ms.add_argument("--attention-layers", type=int, default=None,
+                  help="L': attention on the last L' conv layers (None: all)")
   ms.add_argument("--output-dim", type=int, default=150, help="|x_v|")
-  ms.add_argument("--json", action="store_true")
+  ms.add_argument("--json", action="store_true", help="print JSON")
   ms.set_defaults(func=_cmd_models_summary)
 
   bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
   bt = bench.add_parser("training", help="training step time: attention kinds, backbones, de-duplication")
   bt.add_argument("--backbones", default="light,resnet18", help="comma-separated backbones to time")
   bt.add_argument("--attention", default="none,cbam,cscnn", help="comma-separated attention kinds to time")
-  bt.add_argument("--per-ad", type=_positive_ints, default=(1, 5, 25),
+  bt.add_argument("--per-ad", type=_positive_ints, default="1,5,25",
                   help="impressions per ad in a batch (G), comma-separated")
   bt.add_argument("--batch", type=int, default=100, help="impressions per batch")
-  bt.add_argument("--image-size", type=int, default=32)
+  bt.add_argument("--image-size", type=int, default=32, help="S: random S x S images")
   bt.add_argument("--rounds", type=int, default=10,
                   help="timed rounds per backbone, one measurement of each of its configurations "
                        "each; more rounds narrow the ratios' intervals (a CSCNN / CBAM goal verdict "
@@ -482,41 +515,45 @@ def build_parser() -> argparse.ArgumentParser:
   bt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   bt.set_defaults(func=_cmd_bench_training)
   bs = bench.add_parser("serving", help="gRPC vs in-process latency and throughput of the serving model")
-  bs.add_argument("--model-base-path", default="demo/out/serving/cscnn_ctr")
-  bs.add_argument("--model-name", default="cscnn_ctr")
+  bs.add_argument("--model-base-path", default="demo/out/serving/cscnn_ctr",
+                  help="pushed model folder (numeric versions; the latest is served)")
+  bs.add_argument("--model-name", default="cscnn_ctr", help="name the model is served under")
   bs.add_argument("--candidates", default="demo/data/impressions/impressions.csv",
                   help="CSV of candidates (impressions; the label column is ignored)")
-  bs.add_argument("--sizes", type=_positive_ints, default=(1, 100, 1000),
+  bs.add_argument("--sizes", type=_positive_ints, default="1,100,1000",
                   help="candidates per request, comma-separated")
-  bs.add_argument("--requests", type=int, default=200)
-  bs.add_argument("--repeats", type=int, default=3)
-  bs.add_argument("--concurrency", type=_positive_ints, default=(1, 4, 8),
+  bs.add_argument("--requests", type=int, default=200, help="timed requests per size and path in each repeat")
+  bs.add_argument("--repeats", type=int, default=3, help="repeats; latencies are medians over them")
+  bs.add_argument("--concurrency", type=_positive_ints, default="1,4,8",
                   help="client threads for the throughput figure, comma-separated")
-  bs.add_argument("--json", action="store_true")
-  bs.add_argument("--quiet", action="store_true")
+  bs.add_argument("--json", action="store_true", help="one JSON object")
+  bs.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   bs.set_defaults(func=_cmd_bench_serving)
 
   sv = sub.add_parser("serve", help="serve pushed models with TF Serving's gRPC and REST protocol")
   sv.add_argument("--model-base-path", help="e.g. OUT/serving/cscnn_ctr (holds numeric versions)")
-  sv.add_argument("--model-name")
+  sv.add_argument("--model-name", help="name clients ask for (with --model-base-path)")
   sv.add_argument("--model-config-file", help="TF Serving models.config (several models, version labels)")
-  sv.add_argument("--port", type=int, default=8500)
-  sv.add_argument("--rest-port", type=int, default=None)
+  sv.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port, printed)")
+  sv.add_argument("--rest-port", type=int, default=None, help="REST port (TF Serving's JSON API); none by default")
   sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
-  sv.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0)
-  sv.add_argument("--enable-batching", action="store_true")
-  sv.add_argument("--max-batch-size", type=int, default=1024)
-  sv.add_argument("--batch-timeout-micros", type=int, default=1000)
+  sv.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0,
+                  help="how often new versions under the base path are looked for")
+  sv.add_argument("--enable-batching", action="store_true",
+                  help="merge concurrent requests to a model version and signature into one run")
+  sv.add_argument("--max-batch-size", type=int, default=1024, help="rows of a merged batch, at most")
+  sv.add_argument("--batch-timeout-micros", type=int, default=1000,
+                  help="how long a batch waits for more requests")
   sv.set_defaults(func=_cmd_serve)
 
   pr = sub.add_parser("predict", help="score candidates (CSV or JSON) over gRPC")
   pr.add_argument("--server", required=True, help="HOST:PORT")
-  pr.add_argument("--model", required=True)
+  pr.add_argument("--model", required=True, help="the served model's name")
   pr.add_argument("--input", required=True, help="CSV with a header of feature names, or JSON")
-  pr.add_argument("--signature", default="serving_raw")
-  pr.add_argument("--version", type=int, default=None)
-  pr.add_argument("--timeout", type=float, default=10.0)
-  pr.add_argument("--json", action="store_true")
+  pr.add_argument("--signature", default="serving_raw", help="SignatureDef to call")
+  pr.add_argument("--version", type=int, default=None, help="model version (None: the latest loaded)")
+  pr.add_argument("--timeout", type=float, default=10.0, help="gRPC deadline in seconds")
+  pr.add_argument("--json", action="store_true", help="print JSON")
   pr.set_defaults(func=_cmd_predict)
 
   ex = sub.add_parser("experiment", help="experiments").add_subparsers(dest="experiment_command", required=True)
@@ -529,27 +566,27 @@ def build_parser() -> argparse.ArgumentParser:
                        "without the category prior; figure5: C', H' = W', L'")
   ab.add_argument("--variants", default=None,
                   help="comma-separated `pipeline run --variant` values, for the variants grid only "
-                       f"(default: {','.join(configs.VISUAL_VARIANTS)})")
+                       f"(None: {','.join(configs.VISUAL_VARIANTS)})")
   ab.add_argument("--seeds", type=int, default=3, help="trainer seeds 0 .. N-1 per configuration")
   ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="the same budget for every cell")
-  ab.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES)
+  ab.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES, help="CNN of every cell")
   ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")
   ab.set_defaults(func=_cmd_experiment_ablation)
 
   rp = sub.add_parser("report", help="HTML report of the latest pipeline run in OUTPUT")
-  rp.add_argument("--output", required=True)
-  rp.add_argument("--report-dir", default=None, help="default: OUTPUT/report")
+  rp.add_argument("--output", required=True, help="a `pipeline run --output` folder")
+  rp.add_argument("--report-dir", default=None, help="where the report goes (None: OUTPUT/report)")
   rp.set_defaults(func=_cmd_report)
   tb = sub.add_parser("tensorboard", help="TensorBoard over the training logs of OUTPUT")
-  tb.add_argument("--output", required=True)
-  tb.add_argument("--host", default="127.0.0.1")
-  tb.add_argument("--port", type=int, default=6006)
+  tb.add_argument("--output", required=True, help="a `pipeline run --output` folder")
+  tb.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
+  tb.add_argument("--port", type=int, default=6006, help="TensorBoard's port")
   tb.set_defaults(func=_cmd_tensorboard)
 
   sc = sub.add_parser("schema", help="print, write or check the curated schema")
   g = sc.add_mutually_exclusive_group()
-  g.add_argument("--write", action="store_true")
-  g.add_argument("--check", action="store_true")
+  g.add_argument("--write", action="store_true", help="write the schema file from the feature spec")
+  g.add_argument("--check", action="store_true", help="exit 1 if the schema file is stale")
   sc.set_defaults(func=_cmd_schema)
   return p
 

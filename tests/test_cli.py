@@ -1,0 +1,37 @@
+"""The command line explains itself: every option of every command has a help text, and --help
+shows each option's default."""
+
+import argparse
+
+from cscnn.cli import build_parser
+from tfx_pipeline import configs
+
+
+def _commands(parser, path=("cscnn",)):
+  """(command path, parser) for the root and every sub-command, depth first."""
+  yield path, parser
+  for action in parser._actions:  # pylint: disable=protected-access
+    if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+      for name, sub in action.choices.items():
+        yield from _commands(sub, path + (name,))
+
+
+def test_every_option_of_every_command_has_a_help_text():
+  missing, commands = [], 0
+  for path, parser in _commands(build_parser()):
+    commands += 1
+    for action in parser._actions:  # pylint: disable=protected-access
+      if action.option_strings and not (action.help or "").strip():
+        missing.append(f"{' '.join(path)} {'/'.join(action.option_strings)}")
+  assert commands > 20, "the walk did not reach the sub-commands"
+  assert not missing, f"options without help: {missing}"
+
+
+def test_help_shows_the_defaults():
+  parser = build_parser()
+  run = dict(_commands(parser))[("cscnn", "pipeline", "run")]
+  text = run.format_help()
+  assert f"(default: {configs.TRAIN_STEPS})" in text
+  assert f"(default: {configs.BACKBONE})" in text
+  # help texts that name their own fallback are not given a second default
+  assert "(None: 20) (default" not in text.replace("\n", " ")
