@@ -233,3 +233,16 @@ def test_bilinear_matrix_matches_tf_image_resize(out_size, in_size):
   ref = tf.image.resize(a[..., None], (out_size, out_size), method="bilinear", antialias=False).numpy()[..., 0]
   m = bilinear_matrix(out_size, in_size)
   np.testing.assert_allclose(np.einsum("hi,bij,wj->bhw", m, a, m), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_spatial_prior_resize_matches_tf_image_resize_for_unequal_sides():
+  # H != W and H' != W': a swapped Kronecker factor or flattening order would show here
+  layer = SpatialAttention(num_categories=3, prior_size=(3, 5))
+  layer.build([(None, 6, 4, 2), (None,)])
+  priors = np.random.default_rng(0).normal(size=(3, 3, 5)).astype("float32")
+  layer.prior.assign(priors)
+  ids = np.array([2, 0, 2, 1])
+  got = np.asarray(layer.resized_prior(ids, 6, 4))
+  ref = tf.image.resize(priors[ids][..., None], (6, 4), method="bilinear", antialias=False).numpy()
+  assert got.shape == (4, 6, 4, 1)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
