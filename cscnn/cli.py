@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
                  help="the Evaluator blesses (and the Pusher pushes) a model only with eval AUC >= this")
   r.add_argument("--auc-tolerance", type=float, default=configs.AUC_TOLERANCE,
-                 help="... and no more than this below the latest blessed model's AUC")
+                 help="nor a model whose eval AUC is more than this below the latest blessed model's")
   r.add_argument("--variant", default=configs.VISUAL_VARIANT,
                  choices=configs.VISUAL_VARIANTS,
                  help="visual model (paper Table 8); none = DCN without images")
