@@ -95,7 +95,7 @@ def _cmd_pipeline_run(args) -> int:
                      auc_tolerance=args.auc_tolerance, visual_variant=args.variant,
                      image_size=args.image_size, on_bad_image=args.on_bad_image,
                      table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k,
-                     enable_cache=args.cache, cold_by=args.cold_by)
+                     enable_cache=args.cache, cold_by=args.cold_by, baseline_margin=args.baseline_margin)
   except Exception as e:  # pylint: disable=broad-except
     print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
     return 1
@@ -415,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="the Evaluator blesses (and the Pusher pushes) a model only with eval AUC >= this")
   r.add_argument("--auc-tolerance", type=float, default=configs.AUC_TOLERANCE,
                  help="nor a model whose eval AUC is more than this below the latest blessed model's")
+  r.add_argument("--baseline-margin", type=float, default=configs.BASELINE_MARGIN,
+                 help="nor a model whose per-user AUC is below the best heuristic baseline's (popularity, "
+                      "category affinity, item co-occurrence, blend) plus this; negative: no baseline gate")
   r.add_argument("--variant", default=configs.VISUAL_VARIANT,
                  choices=configs.VISUAL_VARIANTS,
                  help="visual model (paper Table 8); none = DCN without images")

@@ -92,7 +92,21 @@ def _cell_result(summary: Dict, label: str, seed: int, wall: float) -> Dict:
           "per_user_auc": m["overall"].get("per_user_auc"),
           "cold_auc": m.get("ad_is_cold=1", {}).get("auc"),
           "cold_rows": int(m.get("ad_is_cold=1", {}).get("example_count", 0)),
-          "eval_rows": int(m["overall"].get("example_count", 0)), "wall_time_s": round(wall, 1)}
+          "eval_rows": int(m["overall"].get("example_count", 0)), "wall_time_s": round(wall, 1),
+          "baselines": {kind: {"auc": b.get("overall", {}).get("auc"),
+                               "per_user_auc": b.get("overall", {}).get("per_user_auc"),
+                               "cold_auc": b.get("ad_is_cold=1", {}).get("auc")}
+                        for kind, b in summary.get("baselines", {}).get("metrics", {}).items()}}
+
+
+def baseline_results(results: List[Dict]) -> List[Dict]:
+  """The heuristic baselines as table cells (label ``baseline: KIND``, one per seed of the cells
+  that report them; they are fitted on the data alone, so every seed gives the same numbers)."""
+  out = {}
+  for r in results:
+    for kind, m in (r.get("baselines") or {}).items():
+      out.setdefault((kind, r["seed"]), {"label": f"baseline: {kind}", "seed": r["seed"], **m})
+  return [out[k] for k in sorted(out)]
 
 
 def run_ablation(data: str, output: str, grid: str = "variants",
@@ -223,6 +237,9 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  extra = baseline_results(results)
+  results = list(results) + extra
+  labels = list(labels) + sorted({r["label"] for r in extra})
   by = {l: [r for r in results if r["label"] == l] for l in labels}
   md = ["| configuration | seeds | " + " | ".join(f"{name} (mean ± std)" for _, name in METRICS)
         + " | per seed AUC |", "|---|---|" + "---|" * len(METRICS) + "---|"]
@@ -237,7 +254,7 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
                  **{f"{k}_std": stats[k][1] for k, _ in METRICS},
                  "auc_per_seed": " ".join(f"{r['auc']:.4f}" for r in cells)})
   paths = table_paths(output, grid)
-  gains = step_rows(results, steps_for(grid, labels))
+  gains = step_rows(results, steps_for(grid, [l for l in labels if not l.startswith("baseline: ")]))
   if gains:
     md += ["", "Gains paired by seed (B - A, mean ± std over the seeds both have); the last column: "
            "is the gain in mean AUC larger than the seed std of A and of B?", "",

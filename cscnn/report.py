@@ -16,7 +16,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from tfx_pipeline.summary import run_summary, slice_name
+from tfx_pipeline.evaluation import slice_name
+from tfx_pipeline.summary import run_summary
 
 
 def _plots(eval_uri: str):
@@ -122,11 +123,27 @@ def render_report(output_dir: str, report_dir: str = None) -> str:
       f"<td>{metrics[k].get('per_user_auc', float('nan')):.4f}</td>"
       f"<td>{metrics[k].get('mean_prediction', float('nan')):.4f}</td><td>{metrics[k].get('mean_label', float('nan')):.4f}</td></tr>"
       for k in slices)
-  verdict = ("<p class=ok>Blessed: the candidate passed the AUC floor and did not lose to the baseline"
+  verdict = ("<p class=ok>Blessed: the candidate passed the AUC floor and did not lose to the latest "
+             "blessed model" + (" or to the heuristic baselines" if (s.get("baseline_gate") or {}).get("enabled") else "")
              + (f"; pushed to <code>{html.escape(s.get('pushed_to', ''))}</code>" if s.get("pushed") else "")
              + ".</p>") if blessed else (
       "<p class=bad>Not blessed, so not pushed. Failed checks:</p><ul>"
       + "".join(f"<li>{html.escape(f)}</li>" for f in why) + "</ul>")
+  baselines = s.get("baselines") or {}
+  gate = s.get("baseline_gate") or {}
+  baseline_rows = "".join(
+      f"<tr><td>{html.escape(name)}{' (best)' if name == baselines.get('best') else ''}</td>"
+      f"<td>{m.get('overall', {}).get('auc', float('nan')):.4f}</td>"
+      f"<td>{m.get('overall', {}).get('per_user_auc', float('nan')):.4f}</td>"
+      f"<td>{m.get('ad_is_cold=1', {}).get('auc', float('nan')):.4f}</td></tr>"
+      for name, m in [("this model", metrics)] + sorted(baselines.get("metrics", {}).items()))
+  baselines_html = ("<h2>Heuristic baselines</h2><p>Fitted on the training split by BaselineGen and "
+                    "evaluated by TFMA on the same eval rows"
+                    + (f"; the model needs a per-user AUC of at least {gate['bound']:.4f} (best baseline "
+                       f"{html.escape(str(gate['best']))} + margin {gate['margin']:g})" if gate.get("enabled") else
+                       "; the baseline gate is off")
+                    + ".</p><table><tr><th>model</th><th>AUC</th><th>per-user AUC</th><th>cold-ad AUC</th></tr>"
+                    + baseline_rows + "</table>") if baselines else ""
   table = s.get("visual_table")
   table_html = (f"<p>Visual table: {table['rows']} ads x {table['dim']}, coverage of the evaluation "
                 f"impressions {table['eval_coverage']:.1%}, serving model {table['serving_model_bytes']:,} bytes.</p>"
@@ -136,7 +153,7 @@ def render_report(output_dir: str, report_dir: str = None) -> str:
 td:first-child{{text-align:left}}.ok{{color:#17692b;font-weight:bold}}.bad{{color:#a11;font-weight:bold}}
 img{{max-width:100%;margin:8px 0}}</style></head><body>
 <h1>CSCNN pipeline report</h1><p>Run output: <code>{html.escape(s['output'])}</code></p>
-{verdict}{table_html}
+{verdict}{table_html}{baselines_html}
 <h2>AUC per slice</h2>
 <table><tr><th>slice</th><th>rows</th><th>AUC</th><th>baseline AUC</th><th>per-user AUC</th><th>mean prediction</th><th>observed CTR</th></tr>{rows}</table>
 {''.join(_img_tag(p, os.path.basename(p)) for p in pngs)}

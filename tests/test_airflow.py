@@ -59,7 +59,7 @@ def test_airflow_dags_test_runs_the_pipeline_once(airflow_env, tmp_path):
   data, out = str(tmp_path / "data"), str(tmp_path / "out")
   cscnn("data", "sample", "--out", data, "--seed", "4", *TINY)
   env = {**airflow_env, "CSCNN_DATA": data, "CSCNN_OUTPUT": out,
-         "CSCNN_RUN_ARGS": "--train-steps 30 --eval-steps 3 --auc-floor 0.5"}
+         "CSCNN_RUN_ARGS": "--train-steps 30 --eval-steps 3 --auc-floor 0.5 --baseline-margin=-1"}
   migrate = _airflow(env, "db", "migrate")
   assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
   run = _airflow(env, "dags", "test", "cscnn_ctr")

@@ -27,9 +27,14 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
   assert os.stat(result).st_mtime_ns == stamp
   with open(os.path.join(out, "variants.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert [r["configuration"] for r in rows] == ["none", "cscnn"]
+  kinds = ["blend", "category_affinity", "item_knn", "popularity"]
+  assert [r["configuration"] for r in rows] == ["none", "cscnn"] + [f"baseline: {k}" for k in kinds]
   with open(result) as f:
     r = json.load(f)
+  # the baselines' rows are the cells' BaselineGen figures (the same data: the same for both cells)
+  assert sorted(r["baselines"]) == kinds
+  for row, k in zip(rows[2:], kinds):
+    assert abs(float(row["per_user_auc_mean"]) - r["baselines"][k]["per_user_auc"]) < 1e-9, k
   assert abs(float(rows[1]["auc_mean"]) - r["auc"]) < 1e-9 and 0 < r["auc"] < 1
   assert r["per_user_auc"] is not None and r["cold_rows"] >= 0
   assert "| none | 1 |" in open(os.path.join(out, "variants.md")).read()

@@ -21,7 +21,9 @@ EXPECTED_DEPENDENCIES = {
     "Transform": {"AnomaliesGate", "CsvExampleGen", "ImportSchemaGen"},
     "VisualTrainer": {"AdCatalogGen", "ImportSchemaGen", "Transform"},
     "VisualEmbeddingGen": {"AdCatalogGen", "CsvExampleGen", "Transform", "VisualTrainer"},
-    "Evaluator": {"CsvExampleGen", "VisualEmbeddingGen", "latest_blessed_model_resolver-model-resolver"},
+    "BaselineGen": {"CsvExampleGen", "Transform"},
+    "Evaluator": {"BaselineGen", "CsvExampleGen", "VisualEmbeddingGen",
+                  "latest_blessed_model_resolver-model-resolver"},
     "Pusher": {"Evaluator", "VisualEmbeddingGen"},
 }
 

@@ -16,6 +16,7 @@ import glob
 import textwrap
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, RUN, cscnn
 
@@ -254,3 +255,39 @@ def test_tensorboard_command_serves_the_training_logs(run_dir):
   finally:
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def test_baselines_are_fitted_exported_and_evaluated_beside_the_model(run_dir):
+  s = run_dir["first"]
+  b = s["baselines"]
+  assert set(b["metrics"]) == {"popularity", "category_affinity", "item_knn", "blend"}
+  for name, m in b["metrics"].items():
+    assert m["overall"]["example_count"] == s["metrics"]["overall"]["example_count"], name
+    assert 0 < m["overall"]["per_user_auc"] < 1 and "ad_is_cold=1" in m, name
+  assert b["best_per_user_auc"] == max(m["overall"]["per_user_auc"] for m in b["metrics"].values())
+  assert "<- best baseline" in run_dir["first_stdout"]
+  # each baseline is a servable SavedModel with the model's signatures
+  import tensorflow as tf
+  m = tf.saved_model.load(os.path.join(b["uri"], "blend"))
+  assert {"serving_default", "serving_raw", "transform_features"} <= set(m.signatures)
+
+
+def test_a_model_below_the_best_baseline_is_not_blessed_nor_pushed(run_dir, tmp_path):
+  """The gate on: a copy of the run's MLMD store, so the cache reuses ExampleGen ... BaselineGen;
+  the DCN is trained again (45 steps: below the blend on this sample), floor and regression
+  rules relaxed, so only the baseline gate can refuse it."""
+  import shutil
+  out = tmp_path / "out"
+  out.mkdir()
+  shutil.copy(os.path.join(run_dir["out"], "metadata.sqlite"), out / "metadata.sqlite")
+  args = [a for a in RUN if not a.startswith("--baseline-margin")]
+  proc = cscnn("pipeline", "run", "--data", run_dir["data"], "--output", str(out), *args, "--cache",
+               "--variant", "none", "--auc-floor", "0", "--auc-tolerance", "1", "--baseline-margin", "0")
+  s = json.loads(cscnn("pipeline", "summary", "--output", str(out), "--json").stdout)
+  gate = s["baseline_gate"]
+  assert gate["enabled"] and gate["bound"] == pytest.approx(s["baselines"]["best_per_user_auc"])
+  assert s["metrics"]["overall"]["per_user_auc"] < gate["bound"], "this sample's DCN should lose to the blend"
+  assert s["blessed"] is False and s["pushed"] is False, s
+  assert [f for f in s["validation_failures"] if f.startswith("per_user_auc")], s["validation_failures"]
+  assert not os.path.exists(out / "serving" / "cscnn_ctr") or not os.listdir(out / "serving" / "cscnn_ctr")
+  assert "baseline gate: per-user AUC must be >=" in proc.stdout

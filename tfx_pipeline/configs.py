@@ -37,3 +37,7 @@ EVAL_BATCH_SIZE = 512
 # than AUC_TOLERANCE against the latest blessed model.
 AUC_FLOOR = 0.60
 AUC_TOLERANCE = 0.01
+# ... and its per-user AUC (eq. 13) must be at least the best heuristic baseline's (BaselineGen:
+# popularity, the user's category affinity, item-to-item co-occurrence, their blend) plus this.
+BASELINE_MARGIN = 0.001
+BASELINE_NEIGHBORS = 50

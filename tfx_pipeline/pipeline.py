@@ -5,6 +5,11 @@ CsvExampleGen -> StatisticsGen -> ImportSchemaGen (curated schema) -> ExampleVal
 -> AnomaliesGate -> Transform (Beam) -> Trainer (Keras) -> Resolver (latest blessed model)
 -> Evaluator (TFMA AUC, overall, by category and on cold ads, gated) -> Pusher (versioned)
 
+BaselineGen (after Transform) fits the heuristic baselines (popularity, the user's category
+affinity, item-to-item co-occurrence, their blend), exports each as a SavedModel with the
+serving signatures and evaluates them with TFMA like a candidate; the Evaluator (GatedEvaluator)
+blesses a model only if its per-user AUC beats the best of them by `baseline_margin`.
+
 With images (visual_variant != "none"): AdCatalogGen (catalogue + images) feeds VisualTrainer
 (the Trainer with the catalogue as an input); VisualEmbeddingGen (Beam) then embeds the
 catalogue with the trained CNN into the visual table and builds the CNN-free serving model,
@@ -15,50 +20,20 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from tensorflow_model_analysis.proto import config_pb2 as tfma
 from tfx import v1 as tfx
 
 from components.ad_catalog import AdCatalogGen
 from components.anomalies_gate import AnomaliesGate
+from components.baseline_gen import BaselineGen
+from components.gated_evaluator import GatedEvaluator
 from components.visual_embedding_gen import VisualEmbeddingGen
 from components.visual_trainer import VisualTrainer
-from models.dcn import OUTPUT_KEY
 from tfx_pipeline import configs
 from tfx_pipeline import features as F
 from tfx_pipeline.preprocessing import cold_by as check_cold_by
 from tfx_pipeline.input_check import input_splits
-from tfx_pipeline.export import TRANSFORM_FEATURES
+from tfx_pipeline.evaluation import eval_config
 from tfx_pipeline.schema import SCHEMA_PATH
-
-
-def eval_config(auc_floor: float = configs.AUC_FLOOR,
-                auc_tolerance: float = configs.AUC_TOLERANCE) -> tfma.EvalConfig:
-  """TFMA config: AUC, per-user AUC (eq. 13) and calibration figures, overall, per category and
-  on cold ads; the overall AUC is gated by an absolute floor and by no regression beyond
-  `auc_tolerance` vs the baseline."""
-  gate = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(lower_bound={"value": auc_floor}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={"value": -auc_tolerance}))
-  return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=F.LABEL_KEY,
-                                  prediction_key=OUTPUT_KEY,
-                                  preprocessing_function_names=[TRANSFORM_FEATURES])],
-      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[F.CATEGORY_KEY]),
-                     tfma.SlicingSpec(feature_keys=[F.COLD_KEY])],
-      metrics_specs=[tfma.MetricsSpec(metrics=[
-          tfma.MetricConfig(class_name="ExampleCount"),
-          tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[
-              tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=gate)]),
-          tfma.MetricConfig(class_name="BinaryCrossentropy"),
-          tfma.MetricConfig(class_name="MeanLabel"),
-          tfma.MetricConfig(class_name="MeanPrediction"),
-          tfma.MetricConfig(class_name="Calibration"),
-          tfma.MetricConfig(class_name="CalibrationPlot"),
-          tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
-      ]), tfma.MetricsSpec(query_key=F.USER_KEY, metrics=[
-          tfma.MetricConfig(class_name="PerUserAUC", module="tfx_pipeline.metrics")])])
 
 
 def create_pipeline(
@@ -82,6 +57,8 @@ def create_pipeline(
     enable_cache: bool = False,
     input_layout: Optional[str] = None,
     cold_by: str = F.COLD_BY[0],
+    baseline_margin: float = configs.BASELINE_MARGIN,
+    baseline_neighbors: int = configs.BASELINE_NEIGHBORS,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline. Pure: no global state, no writes; the only I/O is the read-only
   detection of the input layout when `input_layout` is None (see below).
@@ -122,6 +99,9 @@ def create_pipeline(
     cold_by: what the cold-ad slice counts per ad in the training split, ``impressions``
       (every row; impression logs) or ``positives`` (label 1 only; implicit feedback with
       sampled negatives, such as MovieLens); see `features.COLD_BY`.
+    baseline_margin: the model's per-user AUC must be at least the best heuristic baseline's
+      plus this to be blessed; negative: no baseline gate (the baselines are still reported).
+    baseline_neighbors: ads kept per ad by the item-to-item co-occurrence baseline.
   """
   cold_by = check_cold_by({"cold_by": cold_by})
   trainer_config = dict(trainer_config or {})
@@ -186,11 +166,18 @@ def create_pipeline(
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
   ).with_id("latest_blessed_model_resolver")
 
-  evaluator = tfx.components.Evaluator(
+  baseline_gen = BaselineGen(
+      transformed_examples=transform.outputs["transformed_examples"],
+      examples=example_gen.outputs["examples"], transform_graph=transform.outputs["transform_graph"],
+      neighbors=baseline_neighbors)
+
+  evaluator = GatedEvaluator(
       examples=example_gen.outputs["examples"],
       model=serving_model,
       baseline_model=model_resolver.outputs["model"],
-      eval_config=eval_config(auc_floor, auc_tolerance))
+      baselines=baseline_gen.outputs["baselines"],
+      eval_config=eval_config(auc_floor, auc_tolerance),
+      baseline_margin=baseline_margin).with_id("Evaluator")
 
   pusher = tfx.components.Pusher(
       model=serving_model,
@@ -202,7 +189,8 @@ def create_pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                  transform, trainer, *visual_components, model_resolver, evaluator, pusher],
+                  transform, baseline_gen, trainer, *visual_components, model_resolver, evaluator,
+                  pusher],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],

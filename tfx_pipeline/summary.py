@@ -10,6 +10,7 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
 from tfx_pipeline import features as F
+from tfx_pipeline.evaluation import load_metrics
 from tfx_pipeline.local_runner import paths
 
 
@@ -39,27 +40,12 @@ def _cold_by(store) -> str:
   return F.COLD_BY[0]
 
 
-def slice_name(slice_key) -> str:
-  parts = []
-  for s in slice_key.single_slice_keys:
-    kind = s.WhichOneof("kind")
-    value = getattr(s, kind) if kind else ""
-    parts.append(f"{s.column}={value.decode() if isinstance(value, bytes) else value}")
-  return ",".join(parts) or "overall"
-
-
 def _metrics(eval_uri: str, baseline: bool = False) -> Dict[str, Dict[str, float]]:
   """{slice name: {metric: value}} for the candidate model (or the baseline)."""
-  import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
-  out: Dict[str, Dict[str, float]] = {}
-  for m in tfma.load_metrics(eval_uri):
-    name = slice_name(m.slice_key)
-    for kv in m.metric_keys_and_values:
-      if kv.key.is_diff or (kv.key.model_name == "baseline") != baseline:
-        continue
-      if kv.value.HasField("double_value"):
-        out.setdefault(name, {})[kv.key.name] = kv.value.double_value.value
-  return out
+  by_model = load_metrics(eval_uri)
+  if baseline:
+    return by_model.get("baseline", {})
+  return {k: v for name, m in by_model.items() if name != "baseline" for k, v in m.items()}
 
 
 def run_summary(output_dir: str) -> Dict[str, Any]:
@@ -83,6 +69,16 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
         failures.append(f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}"
                         f" = {f.metric_value.double_value.value:.4f}: {f.message}")
     summary["validation_failures"] = failures
+    gate_file = os.path.join(evaluation.uri, "baseline_gate.json")
+    if os.path.exists(gate_file):
+      with open(gate_file) as f:
+        summary["baseline_gate"] = json.load(f)
+  baselines = _latest(store, "cscnn.Baselines")
+  if baselines is not None and os.path.exists(os.path.join(baselines.uri, "metrics.json")):
+    with open(os.path.join(baselines.uri, "metrics.json")) as f:
+      b = json.load(f)
+    summary["baselines"] = {"best": b["best"], "best_per_user_auc": b["best_per_user_auc"],
+                            "metrics": b["metrics"], "uri": baselines.uri}
   table = _latest(store, "cscnn.VisualTable")
   if table is not None:
     stats = os.path.join(table.uri, "stats.json")
@@ -118,12 +114,26 @@ def format_summary(s: Dict[str, Any]) -> str:
       note = f"   (fewer than {F.COLD_THRESHOLD} training {s.get('cold_by', F.COLD_BY[0])})" if cold else ""
       lines.append(f"  {'cold ads' if cold else 'warm ads':<16} rows {int(m.get('example_count', 0)):>6}"
                    f"   AUC {m.get('auc', float('nan')):.4f}{note}")
+  baselines = s.get("baselines")
+  if baselines:
+    cold = f"{F.COLD_KEY}=1"
+    lines.append("baselines (fitted on the training split, evaluated by TFMA on the same rows):")
+    rows = [("model", metrics)] + sorted(baselines["metrics"].items())
+    for name, m in rows:
+      o, c = m.get("overall", {}), m.get(cold, {})
+      best = "   <- best baseline" if name == baselines["best"] else ""
+      lines.append(f"  {name:<18} AUC {o.get('auc', float('nan')):.4f}   per-user AUC "
+                   f"{o.get('per_user_auc', float('nan')):.4f}   cold-ad AUC {c.get('auc', float('nan')):.4f}{best}")
   table = s.get("visual_table")
   if table:
     lines.append(f"visual table: {table['rows']} ads x {table['dim']} ({table['table_bytes']:,} bytes), "
                  f"eval coverage {table['eval_coverage']:.1%}; serving model {table['serving_model_bytes']:,} bytes")
   blessed = s.get("blessed")
   lines.append(f"blessed: {'yes' if blessed else 'NO'}")
+  gate = s.get("baseline_gate") or {}
+  if gate.get("enabled"):
+    lines.append(f"baseline gate: per-user AUC must be >= {gate['bound']:.4f} (best baseline "
+                 f"{gate['best']} {gate['best_per_user_auc']:.4f} + margin {gate['margin']:g})")
   for f in s.get("validation_failures", []):
     lines.append(f"  failed: {f}")
   if s.get("pushed"):

@@ -1,0 +1,314 @@
+"""Heuristic rankers that every trained model must beat, as Keras models.
+
+What a few lines of counting over the training split capture, scored per (user, ad, category):
+
+    popularity          log1p(P_a) / log1p(P_max)      P_a: the ad's training positives
+    category_affinity   (P_uc + b p_c) / (P_u + b)     the user's share of positives in the ad's
+                                                       category, shrunk to the global share p_c
+    item_knn            x / (1 + x),  x = sum_{j in H(u)} sim(a, j)
+                        H(u): the user's training positives; sim: cosine of the co-occurrence of
+                        two ads in users' positive sets, the `neighbors` most similar ads per ad
+                        (item-to-item collaborative filtering)
+    blend               sigmoid(w . [1, log1p P_a, log1p R_a, log share, log1p x])
+                        R_a: the ad's training rows; w fitted by logistic regression on the
+                        training rows, each row's features computed without that row itself
+                        (leave-one-out counts), so the weights do not reward memorisation
+
+The fitted state is a `BaselineTables` (sorted int64 keys and their counts, found by binary
+search as `VisualTable` does: plain tensors, no lookup-table resource). `BaselineScorer` is a
+serializable Keras layer that holds them as weights; `build_baseline_model` wraps it in a model
+with the CTR model's inputs (``user_id_xf``, ``category_id_xf``, ``image_key``), so a baseline
+is exported, served and evaluated through exactly the signatures of a trained model.
+
+Users are identified by their Transform id (training users have exact vocabulary ids), ads by
+``image_key`` (a fingerprint of the raw ad id: exact for every ad), categories by their
+Transform id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Mapping, Sequence, Tuple
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfx_pipeline.features import CATEGORY_KEY, IMAGE_KEY, USER_KEY, transformed_name
+
+POPULARITY = "popularity"
+CATEGORY_AFFINITY = "category_affinity"
+ITEM_KNN = "item_knn"
+BLEND = "blend"
+KINDS: Tuple[str, ...] = (POPULARITY, CATEGORY_AFFINITY, ITEM_KNN, BLEND)
+BLEND_FEATURES: Tuple[str, ...] = ("bias", "log1p_ad_positives", "log1p_ad_rows",
+                                   "log_category_share", "log1p_knn")
+SHRINKAGE = 1.0        # b: pseudo-positives of the global category share in the user's share
+NEIGHBORS = 50         # ads kept per ad in the item-to-item similarity
+
+
+@dataclasses.dataclass
+class BaselineTables:
+  """Everything the four baselines know, fitted on the training split (see module docstring)."""
+
+  ad_keys: np.ndarray          # int64 [A] sorted image keys
+  ad_positives: np.ndarray     # float32 [A]
+  ad_rows: np.ndarray          # float32 [A]
+  user_positives: np.ndarray   # float32 [U] by user id
+  category_prior: np.ndarray   # float32 [C] global share of positives per category id
+  uc_keys: np.ndarray          # int64 [M] sorted user * C + category
+  uc_positives: np.ndarray     # float32 [M]
+  history_keys: np.ndarray     # int64 [H] sorted user * A + ad index, one per (user, positive ad)
+  neighbors: np.ndarray        # int64 [A, K] ad indices, -1 = none
+  similarity: np.ndarray       # float32 [A, K]
+  blend_weights: np.ndarray    # float32 [len(BLEND_FEATURES)]
+
+  @property
+  def shape(self) -> Dict[str, int]:
+    return {"num_ads": len(self.ad_keys), "num_users": len(self.user_positives),
+            "num_categories": len(self.category_prior), "num_user_categories": len(self.uc_keys),
+            "num_history": len(self.history_keys), "neighbors": self.neighbors.shape[1]}
+
+
+def _index(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+  """Positions of `keys` in `sorted_keys`, -1 where absent."""
+  if len(sorted_keys) == 0:
+    return np.full(len(keys), -1, np.int64)
+  pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+  return np.where(sorted_keys[pos] == keys, pos, -1)
+
+
+def _knn(users: np.ndarray, ads: np.ndarray, num_users: int, num_ads: int,
+         k: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Top-k cosine neighbours of every ad over the users' positive sets (no ad is its own)."""
+  import scipy.sparse as sp  # pylint: disable=import-outside-toplevel
+  x = sp.csr_matrix((np.ones(len(users), np.float32), (users, ads)), shape=(num_users, num_ads))
+  x.data[:] = 1.0                                   # a set: repeated positives count once
+  co = (x.T @ x).tocsr()
+  norm = np.sqrt(np.asarray(co.diagonal(), np.float64))
+  neighbors = np.full((num_ads, k), -1, np.int64)
+  similarity = np.zeros((num_ads, k), np.float32)
+  for a in range(num_ads):
+    lo, hi = co.indptr[a], co.indptr[a + 1]
+    cols, vals = co.indices[lo:hi], co.data[lo:hi].astype(np.float64)
+    keep = cols != a
+    cols, vals = cols[keep], vals[keep] / (norm[a] * norm[cols[keep]])
+    if len(cols) > k:
+      top = np.argpartition(-vals, k - 1)[:k]
+      cols, vals = cols[top], vals[top]
+    order = np.lexsort((cols, -vals))
+    neighbors[a, :len(cols)] = cols[order]
+    similarity[a, :len(cols)] = vals[order]
+  return neighbors, similarity
+
+
+def fit_baselines(users: np.ndarray, ad_keys: np.ndarray, categories: np.ndarray,
+                  labels: np.ndarray, num_users: int, num_categories: int,
+                  neighbors: int = NEIGHBORS, seed: int = 0) -> BaselineTables:
+  """Fits every baseline on training rows (transformed user id, image key, category id, label).
+
+  Raises ValueError on empty input, ids outside `num_users` / `num_categories`, or labels
+  other than 0 / 1.
+  """
+  users = np.asarray(users, np.int64).reshape(-1)
+  keys = np.asarray(ad_keys, np.int64).reshape(-1)
+  cats = np.asarray(categories, np.int64).reshape(-1)
+  y = np.asarray(labels).reshape(-1)
+  n = len(y)
+  if n == 0:
+    raise ValueError("no training rows to fit the baselines on")
+  if not (len(users) == len(keys) == len(cats) == n):
+    raise ValueError(f"users, ad keys, categories and labels differ in length: "
+                     f"{len(users)}, {len(keys)}, {len(cats)}, {n}")
+  for name, ids, size in (("user", users, num_users), ("category", cats, num_categories)):
+    if ids.min() < 0 or ids.max() >= size:
+      raise ValueError(f"{name} ids must lie in [0, {size}); got [{ids.min()}, {ids.max()}]")
+  if not np.isin(y, (0, 1)).all():
+    raise ValueError(f"labels must be 0 or 1; got {sorted(set(np.unique(y).tolist()) - {0, 1})[:5]}")
+  y = y.astype(np.float32)
+  pos = y > 0
+
+  ad_table, ad_index = np.unique(keys, return_inverse=True)
+  num_ads = len(ad_table)
+  ad_positives = np.bincount(ad_index, weights=y, minlength=num_ads).astype(np.float32)
+  ad_rows = np.bincount(ad_index, minlength=num_ads).astype(np.float32)
+  user_positives = np.bincount(users, weights=y, minlength=num_users).astype(np.float32)
+  cat_positives = np.bincount(cats, weights=y, minlength=num_categories)
+  prior = (cat_positives + 1.0) / (cat_positives.sum() + num_categories)
+  uc = users[pos] * num_categories + cats[pos]
+  uc_keys, uc_counts = np.unique(uc, return_counts=True)
+  history_keys = np.unique(users[pos] * num_ads + ad_index[pos])
+  nb, sim = _knn(users[pos], ad_index[pos], num_users, num_ads, max(1, neighbors))
+
+  tables = BaselineTables(
+      ad_keys=ad_table.astype(np.int64), ad_positives=ad_positives, ad_rows=ad_rows,
+      user_positives=user_positives, category_prior=prior.astype(np.float32),
+      uc_keys=uc_keys.astype(np.int64), uc_positives=uc_counts.astype(np.float32),
+      history_keys=history_keys.astype(np.int64), neighbors=nb, similarity=sim,
+      blend_weights=np.zeros(len(BLEND_FEATURES), np.float32))
+
+  # Leave-one-out counts of every training row, then a logistic regression on them.
+  c = counts_numpy(tables, users, keys, cats)
+  c["ad_positives"] -= y
+  c["ad_rows"] -= 1.0
+  c["uc_positives"] -= y
+  c["user_positives"] -= y
+  x = np.stack([np.asarray(v) for v in blend_features(c)], axis=1)[:, 1:]
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  take = rng.choice(n, size=min(n, 200_000), replace=False)
+  lr = LogisticRegression(C=1.0, max_iter=500).fit(x[take], y[take])
+  tables.blend_weights = np.concatenate([lr.intercept_, lr.coef_[0]]).astype(np.float32)
+  return tables
+
+
+def counts_numpy(t: BaselineTables, users, ad_keys, categories) -> Dict[str, np.ndarray]:
+  """The per-row counts the scores are made of (numpy twin of `BaselineScorer.counts`)."""
+  users = np.asarray(users, np.int64)
+  cats = np.clip(np.asarray(categories, np.int64), 0, len(t.category_prior) - 1)
+  a = _index(t.ad_keys, np.asarray(ad_keys, np.int64))
+  known_user = (users >= 0) & (users < len(t.user_positives))
+  u = np.where(known_user, users, 0)
+  uc = _index(t.uc_keys, u * len(t.category_prior) + cats)
+  nb = t.neighbors[np.maximum(a, 0)]
+  member = _index(t.history_keys, u[:, None] * len(t.ad_keys) + nb) >= 0
+  member &= (nb >= 0) & (a >= 0)[:, None] & known_user[:, None]
+  return {
+      "ad_positives": np.where(a >= 0, t.ad_positives[np.maximum(a, 0)], 0.0).astype(np.float64),
+      "ad_rows": np.where(a >= 0, t.ad_rows[np.maximum(a, 0)], 0.0).astype(np.float64),
+      "uc_positives": np.where((uc >= 0) & known_user, t.uc_positives[np.maximum(uc, 0)], 0.0),
+      "user_positives": np.where(known_user, t.user_positives[u], 0.0).astype(np.float64),
+      "prior": t.category_prior[cats].astype(np.float64),
+      "knn": (t.similarity[np.maximum(a, 0)] * member).sum(axis=1).astype(np.float64),
+  }
+
+
+def category_share(c: Mapping[str, object]):
+  return (c["uc_positives"] + SHRINKAGE * c["prior"]) / (c["user_positives"] + SHRINKAGE)
+
+
+def blend_features(c: Mapping[str, object]) -> Sequence[object]:
+  """[1, log1p P_a, log1p R_a, log share, log1p x] (works on numpy arrays and tensors)."""
+  return [ops.ones_like(c["knn"]), ops.log1p(ops.maximum(c["ad_positives"], 0.0)),
+          ops.log1p(ops.maximum(c["ad_rows"], 0.0)), ops.log(category_share(c)),
+          ops.log1p(c["knn"])]
+
+
+def score(kind: str, c: Mapping[str, object], blend_weights, max_positives: float):
+  """The baseline's score in [0, 1] from the counts (numpy arrays or tensors)."""
+  if kind == POPULARITY:
+    return ops.log1p(c["ad_positives"]) / np.log1p(max(max_positives, 1.0))
+  if kind == CATEGORY_AFFINITY:
+    return category_share(c)
+  if kind == ITEM_KNN:
+    return c["knn"] / (1.0 + c["knn"])
+  if kind == BLEND:
+    f = blend_features(c)
+    return ops.sigmoid(sum(f[i] * blend_weights[i] for i in range(len(BLEND_FEATURES))))
+  raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(KINDS)}")
+
+
+@keras.saving.register_keras_serializable(package="cscnn")
+class BaselineScorer(keras.layers.Layer):
+  """Call with ``(user id (B,), image key (B,), category id (B,))`` -> score (B, 1) in [0, 1].
+
+  The fitted `BaselineTables` are non-trainable weights (`set_tables`)."""
+
+  def __init__(self, kind: str, num_ads: int, num_users: int, num_categories: int,
+               num_user_categories: int, num_history: int, neighbors: int, **kwargs):
+    super().__init__(**kwargs)
+    if kind not in KINDS:
+      raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(KINDS)}")
+    sizes = dict(num_ads=num_ads, num_users=num_users, num_categories=num_categories,
+                 num_user_categories=num_user_categories, num_history=num_history, neighbors=neighbors)
+    for name, v in sizes.items():
+      if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+    self.kind = kind
+    self.sizes = sizes
+
+  def build(self, input_shape):
+    s = self.sizes
+
+    def w(name, shape, dtype="float32"):
+      return self.add_weight(name=name, shape=shape, dtype=dtype, trainable=False, initializer="zeros")
+
+    self.ad_keys = w("ad_keys", (s["num_ads"],), "int64")
+    self.ad_positives = w("ad_positives", (s["num_ads"],))
+    self.ad_rows = w("ad_rows", (s["num_ads"],))
+    self.user_positives = w("user_positives", (s["num_users"],))
+    self.category_prior = w("category_prior", (s["num_categories"],))
+    self.uc_keys = w("uc_keys", (s["num_user_categories"],), "int64")
+    self.uc_positives = w("uc_positives", (s["num_user_categories"],))
+    self.history_keys = w("history_keys", (s["num_history"],), "int64")
+    self.neighbors = w("neighbors", (s["num_ads"], s["neighbors"]), "int64")
+    self.similarity = w("similarity", (s["num_ads"], s["neighbors"]))
+    self.blend_weights = w("blend_weights", (len(BLEND_FEATURES),))
+    self.max_positives = w("max_positives", ())
+
+  @staticmethod
+  def _find(sorted_keys, keys):
+    n = ops.shape(sorted_keys)[0]
+    pos = ops.minimum(ops.searchsorted(sorted_keys, keys), n - 1)
+    return pos, ops.equal(ops.take(sorted_keys, pos, axis=0), keys)
+
+  def counts(self, user, key, category):
+    s = self.sizes
+    user = ops.reshape(ops.cast(user, "int64"), (-1,))
+    key = ops.reshape(ops.cast(key, "int64"), (-1,))
+    cat = ops.clip(ops.reshape(ops.cast(category, "int64"), (-1,)), 0, s["num_categories"] - 1)
+    known_user = ops.logical_and(user >= 0, user < s["num_users"])
+    u = ops.where(known_user, user, ops.zeros_like(user))
+    a, ad_found = self._find(self.ad_keys, key)
+    uc, uc_found = self._find(self.uc_keys, u * s["num_categories"] + cat)
+    nb = ops.take(self.neighbors, a, axis=0)                                   # [B, K]
+    hist = ops.reshape(u[:, None] * s["num_ads"] + nb, (-1,))
+    _, member = self._find(self.history_keys, hist)
+    member = ops.logical_and(ops.reshape(member, ops.shape(nb)), nb >= 0)
+    member = ops.logical_and(member, ops.logical_and(ad_found, known_user)[:, None])
+    zero = ops.zeros_like(ops.cast(key, "float32"))
+    return {
+        "ad_positives": ops.where(ad_found, ops.take(self.ad_positives, a, axis=0), zero),
+        "ad_rows": ops.where(ad_found, ops.take(self.ad_rows, a, axis=0), zero),
+        "uc_positives": ops.where(ops.logical_and(uc_found, known_user),
+                                  ops.take(self.uc_positives, uc, axis=0), zero),
+        "user_positives": ops.where(known_user, ops.take(self.user_positives, u, axis=0), zero),
+        "prior": ops.take(self.category_prior, cat, axis=0),
+        "knn": ops.sum(ops.take(self.similarity, a, axis=0) * ops.cast(member, "float32"), axis=1),
+    }
+
+  def call(self, inputs):
+    user, key, category = inputs
+    c = self.counts(user, key, category)
+    s = score(self.kind, c, [self.blend_weights[i] for i in range(len(BLEND_FEATURES))], 1.0)
+    if self.kind == POPULARITY:       # log1p(P_a) / log1p(P_max), with P_max a weight
+      s = ops.log1p(c["ad_positives"]) / ops.log1p(ops.maximum(self.max_positives, 1.0))
+    return ops.reshape(ops.cast(s, "float32"), (-1, 1))
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0][0], 1)
+
+  def set_tables(self, t: BaselineTables) -> None:
+    if t.shape != self.sizes:
+      raise ValueError(f"tables of shape {t.shape} do not fit a scorer built for {self.sizes}")
+    if not self.built:
+      self.build(None)
+    for name in ("ad_keys", "ad_positives", "ad_rows", "user_positives", "category_prior", "uc_keys",
+                 "uc_positives", "history_keys", "neighbors", "similarity", "blend_weights"):
+      getattr(self, name).assign(getattr(t, name))
+    self.max_positives.assign(float(t.ad_positives.max()) if len(t.ad_positives) else 1.0)
+
+  def get_config(self):
+    return {**super().get_config(), "kind": self.kind, **self.sizes}
+
+
+BASELINE_INPUTS = (transformed_name(USER_KEY), IMAGE_KEY, transformed_name(CATEGORY_KEY))
+
+
+def build_baseline_model(kind: str, tables: BaselineTables, output_name: str = "ctr") -> keras.Model:
+  """A Keras model with the CTR model's input names -> ``{output_name: score (B, 1)}``."""
+  inputs = {n: keras.Input((), dtype="int64", name=n) for n in BASELINE_INPUTS}
+  scorer = BaselineScorer(kind, **tables.shape, name=f"baseline_{kind}")
+  y = scorer(tuple(inputs[n] for n in BASELINE_INPUTS))
+  scorer.set_tables(tables)
+  return keras.Model(inputs, {output_name: y}, name=f"baseline_{kind}")
