@@ -50,6 +50,9 @@ def _trainer_config(args):
     model["learning_rate"] = args.learning_rate
   if args.embedding_dim is not None:
     model["embedding_dim"] = args.embedding_dim
+  if args.target_attention:
+    from tfx_pipeline import configs
+    model["target_attention"] = [list(configs.TARGET_ATTENTION)]
   visual = {"backbone": args.backbone}
   for key in ("attention", "channel_prior", "spatial_prior", "attention_layers"):
     if getattr(args, key) is not None:
@@ -410,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--batch-size", type=int, default=configs.TRAIN_BATCH_SIZE, help="impressions per training batch")
   r.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (None: the model's 1e-3)")
   r.add_argument("--embedding-dim", type=int, default=None, help="d_e (paper: 4)")
+  r.add_argument("--target-attention", action="store_true",
+                 help="pool the user's clicked categories by target attention from the ad's category "
+                      "(DIN's unit, models/layers.py) into x_nv")
   r.add_argument("--seed", type=int, default=0, help="the trainer's seed: initial weights and shuffling")
   r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
                  help="the Evaluator blesses (and the Pusher pushes) a model only with eval AUC >= this")

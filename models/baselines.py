@@ -60,7 +60,8 @@ class BaselineTables:
   uc_positives: np.ndarray     # float32 [M]
   history_keys: np.ndarray     # int64 [H] sorted user * A + ad index, one per (user, positive ad)
   neighbors: np.ndarray        # int64 [A, K] ad indices, -1 = none
-  similarity: np.ndarray       # float32 [A, K]
+  cooccurrence: np.ndarray     # float32 [A, K] users with both the ad and the neighbour as positives
+  ad_users: np.ndarray         # float32 [A] users with the ad as a positive
   blend_weights: np.ndarray    # float32 [len(BLEND_FEATURES)]
 
   @property
@@ -79,27 +80,29 @@ def _index(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def _knn(users: np.ndarray, ads: np.ndarray, num_users: int, num_ads: int,
-         k: int) -> Tuple[np.ndarray, np.ndarray]:
-  """Top-k cosine neighbours of every ad over the users' positive sets (no ad is its own)."""
+         k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Top-k cosine neighbours of every ad over the users' positive sets (no ad is its own):
+  (neighbours [A, k], their co-occurrence counts [A, k], users per ad [A])."""
   import scipy.sparse as sp  # pylint: disable=import-outside-toplevel
   x = sp.csr_matrix((np.ones(len(users), np.float32), (users, ads)), shape=(num_users, num_ads))
   x.data[:] = 1.0                                   # a set: repeated positives count once
   co = (x.T @ x).tocsr()
   norm = np.sqrt(np.asarray(co.diagonal(), np.float64))
   neighbors = np.full((num_ads, k), -1, np.int64)
-  similarity = np.zeros((num_ads, k), np.float32)
+  counts = np.zeros((num_ads, k), np.float32)
   for a in range(num_ads):
     lo, hi = co.indptr[a], co.indptr[a + 1]
-    cols, vals = co.indices[lo:hi], co.data[lo:hi].astype(np.float64)
+    cols, c = co.indices[lo:hi], co.data[lo:hi].astype(np.float64)
     keep = cols != a
-    cols, vals = cols[keep], vals[keep] / (norm[a] * norm[cols[keep]])
+    cols, c = cols[keep], c[keep]
+    sim = c / (norm[a] * norm[cols])
     if len(cols) > k:
-      top = np.argpartition(-vals, k - 1)[:k]
-      cols, vals = cols[top], vals[top]
-    order = np.lexsort((cols, -vals))
+      top = np.argpartition(-sim, k - 1)[:k]
+      cols, c, sim = cols[top], c[top], sim[top]
+    order = np.lexsort((cols, -sim))
     neighbors[a, :len(cols)] = cols[order]
-    similarity[a, :len(cols)] = vals[order]
-  return neighbors, similarity
+    counts[a, :len(cols)] = c[order]
+  return neighbors, counts, (norm ** 2).astype(np.float32)
 
 
 def fit_baselines(users: np.ndarray, ad_keys: np.ndarray, categories: np.ndarray,
@@ -138,21 +141,17 @@ def fit_baselines(users: np.ndarray, ad_keys: np.ndarray, categories: np.ndarray
   uc = users[pos] * num_categories + cats[pos]
   uc_keys, uc_counts = np.unique(uc, return_counts=True)
   history_keys = np.unique(users[pos] * num_ads + ad_index[pos])
-  nb, sim = _knn(users[pos], ad_index[pos], num_users, num_ads, max(1, neighbors))
+  nb, cooc, ad_users = _knn(users[pos], ad_index[pos], num_users, num_ads, max(1, neighbors))
 
   tables = BaselineTables(
       ad_keys=ad_table.astype(np.int64), ad_positives=ad_positives, ad_rows=ad_rows,
       user_positives=user_positives, category_prior=prior.astype(np.float32),
       uc_keys=uc_keys.astype(np.int64), uc_positives=uc_counts.astype(np.float32),
-      history_keys=history_keys.astype(np.int64), neighbors=nb, similarity=sim,
+      history_keys=history_keys.astype(np.int64), neighbors=nb, cooccurrence=cooc, ad_users=ad_users,
       blend_weights=np.zeros(len(BLEND_FEATURES), np.float32))
 
   # Leave-one-out counts of every training row, then a logistic regression on them.
-  c = counts_numpy(tables, users, keys, cats)
-  c["ad_positives"] -= y
-  c["ad_rows"] -= 1.0
-  c["uc_positives"] -= y
-  c["user_positives"] -= y
+  c = counts_numpy(tables, users, keys, cats, labels=y)
   x = np.stack([np.asarray(v) for v in blend_features(c)], axis=1)[:, 1:]
   from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
@@ -162,8 +161,12 @@ def fit_baselines(users: np.ndarray, ad_keys: np.ndarray, categories: np.ndarray
   return tables
 
 
-def counts_numpy(t: BaselineTables, users, ad_keys, categories) -> Dict[str, np.ndarray]:
-  """The per-row counts the scores are made of (numpy twin of `BaselineScorer.counts`)."""
+def counts_numpy(t: BaselineTables, users, ad_keys, categories, labels=None) -> Dict[str, np.ndarray]:
+  """The per-row counts the scores are made of (numpy twin of `BaselineScorer.counts`).
+
+  With `labels` (rows of the training split), each row's counts leave the row itself out: its
+  ad's positives and rows, the user's positives (in the category), and in the co-occurrence of
+  a positive row's ad with the user's other positives, the user's own pairs."""
   users = np.asarray(users, np.int64)
   cats = np.clip(np.asarray(categories, np.int64), 0, len(t.category_prior) - 1)
   a = _index(t.ad_keys, np.asarray(ad_keys, np.int64))
@@ -173,13 +176,19 @@ def counts_numpy(t: BaselineTables, users, ad_keys, categories) -> Dict[str, np.
   nb = t.neighbors[np.maximum(a, 0)]
   member = _index(t.history_keys, u[:, None] * len(t.ad_keys) + nb) >= 0
   member &= (nb >= 0) & (a >= 0)[:, None] & known_user[:, None]
+  y = np.zeros(len(users)) if labels is None else np.asarray(labels, np.float64).reshape(-1)
+  co = t.cooccurrence[np.maximum(a, 0)] - y[:, None]
+  n_a = t.ad_users[np.maximum(a, 0)] - y
+  n_j = t.ad_users[np.maximum(nb, 0)] - y[:, None]
+  sim = np.where(co > 0, co / np.sqrt(np.maximum(n_a[:, None] * n_j, 1e-12)), 0.0)
+  ad = lambda v: np.where(a >= 0, v[np.maximum(a, 0)], 0.0).astype(np.float64)  # noqa: E731
   return {
-      "ad_positives": np.where(a >= 0, t.ad_positives[np.maximum(a, 0)], 0.0).astype(np.float64),
-      "ad_rows": np.where(a >= 0, t.ad_rows[np.maximum(a, 0)], 0.0).astype(np.float64),
-      "uc_positives": np.where((uc >= 0) & known_user, t.uc_positives[np.maximum(uc, 0)], 0.0),
-      "user_positives": np.where(known_user, t.user_positives[u], 0.0).astype(np.float64),
+      "ad_positives": ad(t.ad_positives) - y,
+      "ad_rows": ad(t.ad_rows) - (0.0 if labels is None else 1.0),
+      "uc_positives": np.where((uc >= 0) & known_user, t.uc_positives[np.maximum(uc, 0)], 0.0) - y,
+      "user_positives": np.where(known_user, t.user_positives[u], 0.0).astype(np.float64) - y,
       "prior": t.category_prior[cats].astype(np.float64),
-      "knn": (t.similarity[np.maximum(a, 0)] * member).sum(axis=1).astype(np.float64),
+      "knn": (sim * member).sum(axis=1),
   }
 
 
@@ -242,7 +251,8 @@ class BaselineScorer(keras.layers.Layer):
     self.uc_positives = w("uc_positives", (s["num_user_categories"],))
     self.history_keys = w("history_keys", (s["num_history"],), "int64")
     self.neighbors = w("neighbors", (s["num_ads"], s["neighbors"]), "int64")
-    self.similarity = w("similarity", (s["num_ads"], s["neighbors"]))
+    self.cooccurrence = w("cooccurrence", (s["num_ads"], s["neighbors"]))
+    self.ad_users = w("ad_users", (s["num_ads"],))
     self.blend_weights = w("blend_weights", (len(BLEND_FEATURES),))
     self.max_positives = w("max_positives", ())
 
@@ -274,8 +284,15 @@ class BaselineScorer(keras.layers.Layer):
                                   ops.take(self.uc_positives, uc, axis=0), zero),
         "user_positives": ops.where(known_user, ops.take(self.user_positives, u, axis=0), zero),
         "prior": ops.take(self.category_prior, cat, axis=0),
-        "knn": ops.sum(ops.take(self.similarity, a, axis=0) * ops.cast(member, "float32"), axis=1),
+        "knn": ops.sum(self._similarity(a, nb) * ops.cast(member, "float32"), axis=1),
     }
+
+  def _similarity(self, a, nb):
+    """cos(a, j) = co(a, j) / sqrt(n_a n_j) for the neighbours j of each ad a: [B, K]."""
+    co = ops.take(self.cooccurrence, a, axis=0)
+    n_a = ops.take(self.ad_users, a, axis=0)[:, None]
+    n_j = ops.take(self.ad_users, ops.maximum(nb, 0), axis=0)
+    return ops.where(co > 0, co / ops.sqrt(ops.maximum(n_a * n_j, 1e-12)), ops.zeros_like(co))
 
   def call(self, inputs):
     user, key, category = inputs
@@ -294,7 +311,7 @@ class BaselineScorer(keras.layers.Layer):
     if not self.built:
       self.build(None)
     for name in ("ad_keys", "ad_positives", "ad_rows", "user_positives", "category_prior", "uc_keys",
-                 "uc_positives", "history_keys", "neighbors", "similarity", "blend_weights"):
+                 "uc_positives", "history_keys", "neighbors", "cooccurrence", "ad_users", "blend_weights"):
       getattr(self, name).assign(getattr(t, name))
     self.max_positives.assign(float(t.ad_positives.max()) if len(t.ad_positives) else 1.0)
 

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 
-from models.layers import CrossNet, PooledEmbedding
+from models.layers import CrossNet, PooledEmbedding, TargetAttention
 from tfx_pipeline.features import MULTI, Feature, transformed_name
 
 OUTPUT_KEY = "ctr"
@@ -36,6 +36,9 @@ class DCNConfig:
   deep_units: Tuple[int, ...] = (1024, 512, 256)  # eq. 3-4
   output_units: Tuple[int, ...] = (128,)       # hidden ReLU layers of the output MLP (eq. 6)
   learning_rate: float = 1e-3
+  # (candidate feature, history feature) pairs pooled by target attention (models.layers.
+  # TargetAttention) into x_nv; () = the paper's DCN.
+  target_attention: Tuple[Tuple[str, str], ...] = ()
 
   def __post_init__(self):
     if self.embedding_dim < 1:
@@ -48,6 +51,9 @@ class DCNConfig:
       raise ValueError(f"output_units must be positive, got {self.output_units}")
     if not self.learning_rate > 0 and self.learning_rate != 0:
       raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
+    for pair in self.target_attention:
+      if len(pair) != 2:
+        raise ValueError(f"target_attention takes (candidate, history) feature pairs, got {pair!r}")
 
   @classmethod
   def from_dict(cls, d: Mapping[str, object]) -> "DCNConfig":
@@ -55,7 +61,8 @@ class DCNConfig:
     unknown = set(d) - known
     if unknown:
       raise ValueError(f"unknown model hyperparameters {sorted(unknown)}; known: {sorted(known)}")
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    d = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+         for k, v in d.items()}
     return cls(**d)
 
 
@@ -79,6 +86,15 @@ def build_embedding(inputs: Mapping[str, keras.KerasTensor], features: Sequence[
                                    name=f"emb_{f.name}")(x))
     else:
       parts.append(keras.layers.Embedding(id_space[f.name], dim, name=f"emb_{f.name}")(x))
+  by_name = {f.name: f for f in features}
+  for query, history in config.target_attention:
+    for name, kind in ((query, None), (history, MULTI)):
+      if name not in by_name or (kind is not None and by_name[name].kind != kind):
+        raise ValueError(f"target_attention ({query!r}, {history!r}): {name!r} is not a "
+                         f"{'multi-valued ' if kind else ''}feature of this model")
+    parts.append(TargetAttention(id_space[query], id_space[history], padding_id=by_name[history].padding_id,
+                                 name=f"target_attention_{query}_{history}")(
+        (inputs[transformed_name(query)], inputs[transformed_name(history)])))
   return keras.layers.Concatenate(name="x_nv")(parts)
 
 

@@ -136,3 +136,62 @@ class PooledEmbedding(keras.layers.Layer):
         "padding_id": self.padding_id,
         "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
     }
+
+
+@keras.saving.register_keras_serializable(package="cscnn")
+class TargetAttention(keras.layers.Layer):
+  """Candidate-aware pooling of a user's history (DIN's activation unit, Zhou et al. 2018).
+
+  Call with ``(query ids (B,), history ids (B, L))``: the candidate (e.g. the ad's category) and
+  the user's past items of the same kind (e.g. the categories of their clicks; ``padding_id``
+  marks padding). With q, k_i their embeddings (own tables, ``dim`` each),
+
+      w_i = v^T ReLU(W [q, k_i, q * k_i, q - k_i] + b) + c      (0 for padding)
+      out = [sum_i w_i k_i, max_i w_i]                           (B, dim + 1)
+
+  The weights are not normalised (as in DIN), so the output keeps how strongly the history
+  matches the candidate: "the candidate's category is among the user's past categories" is
+  ``max_i w_i`` once the unit has learned to match, which a mean-pooled history concatenated
+  with the candidate does not give a DCN with small embeddings (`docs/benchmarks.md`).
+  """
+
+  def __init__(self, query_vocab: int, history_vocab: int, dim: int = 8, hidden_units: int = 32,
+               padding_id: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    for name, v in (("query_vocab", query_vocab), ("history_vocab", history_vocab), ("dim", dim),
+                    ("hidden_units", hidden_units)):
+      if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+    self.query_vocab, self.history_vocab = query_vocab, history_vocab
+    self.dim, self.hidden_units, self.padding_id = dim, hidden_units, padding_id
+
+  def build(self, input_shape):
+    self.query_embeddings = self.add_weight(name="query_embeddings", shape=(self.query_vocab, self.dim),
+                                            initializer="uniform")
+    self.history_embeddings = self.add_weight(name="history_embeddings",
+                                              shape=(self.history_vocab, self.dim), initializer="uniform")
+    self.hidden = keras.layers.Dense(self.hidden_units, activation="relu", name="hidden")
+    self.hidden.build((None, None, 4 * self.dim))
+    self.score = keras.layers.Dense(1, name="score")
+    self.score.build((None, None, self.hidden_units))
+
+  def call(self, inputs):
+    query_ids, history_ids = inputs
+    q = ops.take(self.query_embeddings, ops.reshape(ops.cast(query_ids, "int32"), (-1,)), axis=0)
+    ids = ops.cast(history_ids, "int32")
+    k = ops.take(self.history_embeddings, ids, axis=0)                       # (B, L, d)
+    q = ops.broadcast_to(q[:, None, :], ops.shape(k))
+    w = self.score(self.hidden(ops.concatenate([q, k, q * k, q - k], axis=-1)))[..., 0]
+    mask = ops.cast(ops.not_equal(ids, self.padding_id), w.dtype)
+    w = w * mask
+    pooled = ops.sum(w[..., None] * k, axis=1)
+    strongest = ops.max(w - (1.0 - mask) * 1e9, axis=1, keepdims=True)
+    strongest = ops.where(ops.sum(mask, axis=1, keepdims=True) > 0, strongest, ops.zeros_like(strongest))
+    return ops.concatenate([pooled, strongest], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0][0], self.dim + 1)
+
+  def get_config(self):
+    return {**super().get_config(), "query_vocab": self.query_vocab, "history_vocab": self.history_vocab,
+            "dim": self.dim, "hidden_units": self.hidden_units, "padding_id": self.padding_id}

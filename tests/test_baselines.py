@@ -33,7 +33,9 @@ def test_counts_by_hand():
   assert t.user_positives.tolist() == [2, 2, 1]
   np.testing.assert_allclose(t.category_prior, [5 / 7, 2 / 7], rtol=1e-6)   # (4 + 1) / (5 + 2), (1 + 1) / 7
   # positive sets {10, 20}, {10, 30}, {20}: cos(10, 20) = 1 / sqrt(2 * 2), cos(10, 30) = 1 / sqrt(2 * 1)
-  nb = {int(t.ad_keys[a]): {int(t.ad_keys[j]): float(s) for j, s in zip(t.neighbors[a], t.similarity[a]) if j >= 0}
+  assert t.ad_users.tolist() == [2, 2, 1]
+  nb = {int(t.ad_keys[a]): {int(t.ad_keys[j]): float(c / math.sqrt(t.ad_users[a] * t.ad_users[j]))
+                            for j, c in zip(t.neighbors[a], t.cooccurrence[a]) if j >= 0}
         for a in range(3)}
   assert nb[10] == pytest.approx({20: 0.5, 30: 1 / math.sqrt(2)})
   assert nb[20] == pytest.approx({10: 0.5}) and nb[30] == pytest.approx({10: 1 / math.sqrt(2)})
@@ -53,6 +55,22 @@ def test_scores_by_hand():
   # an unknown user (id outside the table) and an unknown ad know nothing
   c = B.counts_numpy(t, np.array([7]), np.array([99]), np.array([0]))
   assert c["ad_positives"][0] == c["uc_positives"][0] == c["user_positives"][0] == c["knn"][0] == 0
+
+
+def test_leave_one_out_counts_by_hand():
+  """A training row's counts without the row: u0's positive (10, cat 0) and u1's positive
+  (30, cat 1), and a negative row, which changes only the ad's row count."""
+  t = _fit()
+  c = B.counts_numpy(t, np.array([0, 1, 0]), np.array([10, 30, 30]), np.array([0, 1, 1]),
+                     labels=np.array([1, 1, 0]))
+  np.testing.assert_allclose(c["ad_positives"], [1, 0, 1])
+  np.testing.assert_allclose(c["ad_rows"], [2, 1, 1])
+  np.testing.assert_allclose(c["uc_positives"], [1, 0, 0])
+  np.testing.assert_allclose(c["user_positives"], [1, 1, 2])
+  # u0, ad 10: neighbour 20 is u0's; co(10, 20) = 1 was u0's own pair -> 0 without it.
+  # u1, ad 30: neighbour 10 is u1's; co(30, 10) = 1 was u1's own pair -> 0.
+  # u0, ad 30 (negative): 10 is u0's; cos(30, 10) = 1 / sqrt(1 * 2) with nothing left out.
+  np.testing.assert_allclose(c["knn"], [0, 0, 1 / math.sqrt(2)])
 
 
 def test_blend_is_a_logistic_regression_on_leave_one_out_counts():

@@ -79,3 +79,41 @@ def test_layers_save_load_round_trip(tmp_path):
   np.testing.assert_array_equal(np.asarray(loaded([x, i])), before)
   assert loaded.get_layer("cn").get_config()["num_layers"] == 2
   assert loaded.get_layer("pe").get_config()["padding_id"] == 0
+
+
+def _target_attention_numpy(layer, query_ids, history_ids):
+  """DIN's activation unit written out in numpy from the layer's weights."""
+  qe, he = layer.query_embeddings.numpy(), layer.history_embeddings.numpy()
+  w1, b1 = [w.numpy() for w in layer.hidden.weights]
+  w2, b2 = [w.numpy() for w in layer.score.weights]
+  out = []
+  for qi, hs in zip(query_ids, history_ids):
+    q, ws, ks = qe[qi], [], []
+    for h in hs:
+      k = he[h]
+      a = np.maximum(np.concatenate([q, k, q * k, q - k]) @ w1 + b1, 0) @ w2 + b2
+      ws.append(float(a[0]) if h != layer.padding_id else 0.0)
+      ks.append(k)
+    real = [w for w, h in zip(ws, hs) if h != layer.padding_id]
+    out.append(np.concatenate([np.sum([w * k for w, k in zip(ws, ks)], axis=0), [max(real) if real else 0.0]]))
+  return np.array(out)
+
+
+def test_target_attention_matches_numpy_masks_padding_and_round_trips(tmp_path):
+  from models.layers import TargetAttention
+  layer = TargetAttention(query_vocab=5, history_vocab=6, dim=3, hidden_units=4, padding_id=0)
+  q = np.array([1, 4, 2], np.int64)
+  h = np.array([[1, 2, 0], [5, 5, 3], [0, 0, 0]], np.int64)     # padding, a repeat, all padding
+  got = np.asarray(layer((q, h)))
+  assert got.shape == (3, 4)
+  np.testing.assert_allclose(got, _target_attention_numpy(layer, q, h), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got[2], 0.0)                          # no history: nothing pooled
+  # a padding slot changes nothing, whatever its embedding
+  np.testing.assert_allclose(np.asarray(layer((q[:1], h[:1, :2]))), got[:1], rtol=1e-5, atol=1e-6)
+  qi, hi = keras.Input((), dtype="int64"), keras.Input((3,), dtype="int64")
+  model = keras.Model([qi, hi], layer((qi, hi)))
+  path = str(tmp_path / "ta.keras")
+  model.save(path)
+  np.testing.assert_allclose(np.asarray(keras.models.load_model(path)([q, h])), got, rtol=1e-6)
+  with pytest.raises(ValueError, match="dim must be >= 1"):
+    TargetAttention(5, 6, dim=0)

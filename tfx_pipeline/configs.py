@@ -26,6 +26,9 @@ BACKBONE = "light"              # small enough for 32x32 images on a CPU (models
 IMAGE_SIZE = 32
 IMPRESSIONS_PER_AD = 10         # G: up to G impressions of one ad share a batch (paper: 25)
 
+# `pipeline run --target-attention`: the ad's category attends over the user's clicked categories.
+TARGET_ATTENTION = ("category_id", "clicked_categories")
+
 # Trainer.
 TRAIN_STEPS = 1800              # ~9.6 passes over the sample's 48k training rows: the image variants need
                                 # them to learn the visual effect from clicks (docs/benchmarks.md)
