@@ -261,11 +261,16 @@ def load_backbone_weights(model: keras.Model, path: str) -> List[str]:
   file that ``save_weights`` wrote from a model with the same backbone (a tower with any
   attention, or the ImageNet converter's classifier model); returns the names of the layers
   loaded. Layers are matched as Keras matches them (``weights_file_keys``: by class and order).
+  efficientnet_lite0 is a chain, so its files load into towers with any attention; where a
+  backbone has parallel branches (the projection shortcuts of light and resnet18), attaching
+  attention reorders same-class layers, and a file loads into a tower with the same attention
+  placement (a mismatch stops as below).
 
   Every backbone layer must be in the file with variables of the same shapes; otherwise a
-  ``ValueError`` names the layer, the variable and both shapes (or the layers the file lacks),
-  and nothing is loaded. The attention modules and the projection keep their values; what else
-  the file holds (their weights, a classifier) is ignored."""
+  ``ValueError`` names the first layer whose shapes differ, its variable and both shapes (or
+  else the layers the file lacks), and nothing is loaded. The attention modules and the
+  projection keep their values; what else the file holds (their weights, a classifier) is
+  ignored."""
   try:
     f = h5py.File(path, "r")
   except OSError as e:
@@ -274,26 +279,29 @@ def load_backbone_weights(model: keras.Model, path: str) -> List[str]:
   with f:
     entries = f["layers"] if "layers" in f else {}
     layers = backbone_layers(model)
-    missing = [f"{l.name} ({keys[l.name]})" for l in layers if keys[l.name] not in entries]
-    if missing:
-      raise ValueError(f"{path} has no weights for {len(missing)} of the {len(layers)} backbone layers "
-                       f"of {model.name}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-    stores = []
+    stores, missing = [], []
     for layer in layers:
+      entry = keys[layer.name]
+      if entry not in entries:
+        missing.append(f"{layer.name} ({entry})")
+        continue
       own: Dict[str, object] = {}
       layer.save_own_variables(own)
-      group = entries[keys[layer.name]].get("vars", {})
+      group = entries[entry].get("vars", {})
       if sorted(group.keys()) != sorted(own):
-        raise ValueError(f"layer {layer.name!r} ({keys[layer.name]} in {path}): the file holds "
+        raise ValueError(f"layer {layer.name!r} ({entry} in {path}): the file holds "
                          f"{len(group)} variables, the model {len(own)}")
       store = {}
       for key, var in own.items():
         value = np.asarray(group[key])
         if tuple(value.shape) != tuple(var.shape):
           raise ValueError(f"layer {layer.name!r} variable {key} ({var.path}): shape {tuple(value.shape)} "
-                           f"in {path} ({keys[layer.name]}), {tuple(var.shape)} in the model")
+                           f"in {path} ({entry}), {tuple(var.shape)} in the model")
         store[key] = value
       stores.append((layer, store))
+    if missing:
+      raise ValueError(f"{path} has no weights for {len(missing)} of the {len(layers)} backbone layers "
+                       f"of {model.name}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
   for layer, store in stores:
     layer.load_own_variables(store)
   return [layer.name for layer, _ in stores]

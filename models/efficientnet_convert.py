@@ -91,11 +91,10 @@ def build_imagenet_model(image_size: int = 32) -> Tuple[keras.Model, keras.Model
   return tower, model, classifier
 
 
-def convert_state_dict(state_dict: Mapping[str, np.ndarray], image_size: int = 32):
-  """Builds the tower and classifier (``build_imagenet_model``) and assigns the state dict's
-  tensors to them. Returns ``(tower, classifier model, classifier layer, uses)``, ``uses`` the
-  number of times each key was taken (1 for every key but the BN step counters, 0 for those)."""
-  tower, model, classifier = build_imagenet_model(image_size)
+def assign_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray]) -> Dict[str, int]:
+  """Assigns the state dict's tensors to the classifier model of ``build_imagenet_model``;
+  returns the number of times each key was taken (1 for every key but the BN step counters, 0
+  for those). Raises ``ValueError`` on any mismatch (a layer may then be partly assigned)."""
   tensors = _Tensors(state_dict)
   modules = E.torch_modules()
   layers = {l.name: l for l in model.layers if l.weights}
@@ -107,7 +106,14 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], image_size: int = 3
   unused = tensors.unused()
   if unused:
     raise ValueError(f"{len(unused)} tensors of the state dict were not used: {unused[:8]}")
-  return tower, model, classifier, {k: tensors.uses[k] for k in state_dict}
+  return {k: tensors.uses[k] for k in state_dict}
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], image_size: int = 32):
+  """``build_imagenet_model`` + ``assign_state_dict``: returns ``(tower, classifier model,
+  classifier layer, uses)``."""
+  tower, model, classifier = build_imagenet_model(image_size)
+  return tower, model, classifier, assign_state_dict(model, state_dict)
 
 
 def write_imagenet_weights(state_dict: Mapping[str, np.ndarray], path: str) -> Dict[str, int]:
