@@ -91,7 +91,7 @@ if ! env_ok; then
   cscnn_log "pip done in $((SECONDS - t1)) s"
 fi
 cscnn_log "converting EfficientNet-Lite0's ImageNet weights to $CSCNN_VENV_CHROOT/$CSCNN_IMAGENET_WEIGHTS_REL in the chroot"
-( cscnn_chroot_exec "$CSCNN_VENV_CHROOT/bin/python" scripts/convert_efficientnet_lite0.py --download \
-    --out "$CSCNN_VENV_CHROOT/$CSCNN_IMAGENET_WEIGHTS_REL" )
+( cscnn_chroot_exec "$CSCNN_VENV_CHROOT/bin/python" \
+    scripts/convert_efficientnet_lite0.py --download --out "$CSCNN_VENV_CHROOT/$CSCNN_IMAGENET_WEIGHTS_REL" )
 printf '%s\n%s\n' "$want" "$weights_want" > "$stamp"
 cscnn_log "environment ready in $((SECONDS - t0)) s"
