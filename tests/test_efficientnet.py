@@ -394,3 +394,15 @@ def test_linear_probe_on_the_sample_catalogue_categories(tmp_path):
     accuracy[weights] = _probe_accuracy(_outputs(tower, ["pool"], images)[0], labels, train)
   chance = np.bincount(labels[~train]).max() / (~train).sum()
   assert accuracy["imagenet"] >= chance + 0.3 and accuracy[None] >= chance + 0.3, (accuracy, chance)
+
+
+def test_pipeline_run_refuses_backbone_weights_that_cannot_load(tmp_path, capsys):
+  from cscnn.cli import main  # pylint: disable=import-outside-toplevel
+  run = ["pipeline", "run", "--data", str(tmp_path), "--output", str(tmp_path / "out"), "--skip-input-check"]
+  assert main(run + ["--backbone", "light", "--backbone-weights", "imagenet"]) == 2
+  assert "exists for --backbone efficientnet_lite0 only" in capsys.readouterr().err
+  assert main(run + ["--backbone", E.NAME, "--backbone-weights", str(tmp_path / "absent.weights.h5")]) == 2
+  assert "absent.weights.h5: no such file" in capsys.readouterr().err
+  from models.visual import VisualConfig  # pylint: disable=import-outside-toplevel
+  cfg = VisualConfig.from_dict({"backbone": E.NAME, "backbone_weights": "imagenet"})
+  assert cfg.backbone_config().weights == "imagenet"
