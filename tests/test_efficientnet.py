@@ -110,8 +110,9 @@ def test_attention_on_the_last_blocks_after_the_projection_bn_normalised_input_a
 
 
 def test_models_summary_cli_counts_the_published_size(capsys):
-  """`cscnn models summary --backbone efficientnet_lite0` at 224x224: the published 0.385 G
-  multiply-adds of EfficientNet-Lite0 once the 1000-class classifier replaces the projection."""
+  """`cscnn models summary --backbone efficientnet_lite0` at 224x224: EfficientNet-Lite0's 0.385 G
+  multiply-adds (d-li14/efficientnet-lite.pytorch's table) once the 1000-class classifier
+  replaces the projection."""
   from cscnn.cli import main  # pylint: disable=import-outside-toplevel
   assert main(["models", "summary", "--backbone", E.NAME, "--image-size", "224", "--attention", "none", "--json"]) == 0
   report = json.loads(capsys.readouterr().out)
