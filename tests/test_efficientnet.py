@@ -348,18 +348,18 @@ def _top1(model, images):
 def test_imagenet_classifier_sees_movie_posters_as_posters():
   """The converted network with its ImageNet classifier at its own 224x224: real posters land in
   the poster-like ImageNet classes (20 of these 40; gowns, suits and the like take most of the
-  rest); with random weights none do."""
+  rest); with random weights none of the first 10 do."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   names = sorted(os.listdir(POSTERS))[:40]
   images = np.stack([np.asarray(Image.open(os.path.join(POSTERS, n)).convert("RGB").resize((224, 224), Image.BILINEAR))
                      for n in names]).astype("float32")
   _, model, _ = build_imagenet_model(224)
-  before = _top1(model, images)
+  before = _top1(model, images[:10])
   model.load_weights(WEIGHTS)
   after = _top1(model, images)
   share = np.isin(after, list(POSTER_CLASSES)).mean()
   assert share >= 0.35, sorted(after.tolist())
-  assert np.isin(before, list(POSTER_CLASSES)).mean() <= 0.05
+  assert not np.isin(before, list(POSTER_CLASSES)).any(), before
 
 
 def _probe_accuracy(features, labels, train):
