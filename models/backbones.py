@@ -11,28 +11,44 @@
   shortcut, or 1x1 conv-BN where the shape changes; ReLU after the addition). Attention sits on
   each branch after its BN, before the addition, as in the official CBAM, so that a module
   re-weights the block's update and never gates the whole signal.
+- ``efficientnet_lite0``: EfficientNet-Lite0 (``models/efficientnet_lite.py``), with ImageNet
+  weights converted at setup (``weights="imagenet"``). Attention sits on each of the 16 MBConv
+  blocks after its projection BN, before the residual addition (where the block has one).
 
 Attention goes on the last ``attention_layers`` (L') eligible layers (default: all).
 Every tower ends with global average pooling (flatten for CNN-F) and a linear projection to
 ``output_dim`` (150 in the paper). ``freeze=True`` fixes every backbone layer but the attention
 modules and the projection (the "fixed CNN" of Table 8).
 
+``weights`` starts the backbone from saved weights: ``"imagenet"`` (efficientnet_lite0 only: the
+file ``efficientnet_lite.imagenet_weights_path()`` that ``make setup`` converts), or the path of
+a Keras weights file (``load_backbone_weights``: ``save_weights`` of a tower with the same
+backbone). Attention modules and the projection keep their initial values.
+
 Images enter as float pixel values in [0, 255], shape (S, S, 3); category ids as int64 (B,).
+The first layer rescales them: to [0, 1], or for efficientnet_lite0 to (pixel - 127) / 128, the
+input its ImageNet weights expect.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Tuple
+import re
+from typing import Dict, List, Optional, Tuple
 
+import h5py
 import keras
+import numpy as np
 
+from models import efficientnet_lite
 from models.attention import AttentionConfig, ConvAttention
 from tfx_pipeline.configs import BACKBONES
 
 PLACEMENTS = ("per-conv", "per-block")
 IMAGE_INPUT = "image"
 CATEGORY_INPUT = "category"
+PROJECTION = "x_v"
+IMAGENET = "imagenet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +60,11 @@ class BackboneConfig:
   attention_layers: Optional[int] = None  # L'; None = every eligible layer
   freeze: bool = False
   bn_momentum: float = 0.9                # PyTorch's default (0.1 there): BN statistics that keep up
-                                          # with short training budgets (Keras' 0.99 lags by ~100 steps)
+                                          # with short training budgets (Keras' 0.99 lags by ~100 steps);
+                                          # efficientnet_lite0 keeps its reference's 0.99
   light_channels: Tuple[int, ...] = (16, 32, 64, 64)
   cnnf_fc_units: Tuple[int, ...] = (4096, 4096)
+  weights: Optional[str] = None           # None (random), "imagenet" or a Keras weights file
 
   def __post_init__(self):
     if self.name not in BACKBONES:
@@ -63,6 +81,8 @@ class BackboneConfig:
       raise ValueError(f"attention_layers must be >= 0, got {self.attention_layers}")
     if self.name == "light" and len(self.light_channels) < 2:
       raise ValueError("light_channels needs a stem and at least one layer")
+    if self.weights == IMAGENET and self.name != efficientnet_lite.NAME:
+      raise ValueError(f"weights={IMAGENET!r} exist for {efficientnet_lite.NAME} only, not {self.name!r}")
 
   def eligible_layers(self) -> int:
     """How many conv layers can carry attention (conv1 / the stem never does)."""
@@ -70,7 +90,15 @@ class BackboneConfig:
       return 16 if self.placement == "per-conv" else 8
     if self.name == "cnnf":
       return 4
+    if self.name == efficientnet_lite.NAME:
+      return efficientnet_lite.NUM_BLOCKS
     return len(self.light_channels) - 1
+
+  def weights_path(self) -> Optional[str]:
+    """The file ``weights`` names (None without weights)."""
+    if self.weights == IMAGENET:
+      return efficientnet_lite.imagenet_weights_path()
+    return self.weights
 
 
 class _Builder:
@@ -166,6 +194,13 @@ def _light(b: _Builder, x):
   return keras.layers.GlobalAveragePooling2D(name="pool")(x)
 
 
+def _efficientnet_lite0(b: _Builder, x):
+  return efficientnet_lite.build_features(x, b.layer, b.attend)
+
+
+_BUILDERS = {"resnet18": _resnet18, "cnnf": _cnnf, "light": _light, efficientnet_lite.NAME: _efficientnet_lite0}
+
+
 def build_visual_tower(cfg: BackboneConfig = BackboneConfig(),
                        attention: AttentionConfig = AttentionConfig(),
                        num_categories: int = 1, name: Optional[str] = None) -> keras.Model:
@@ -176,14 +211,100 @@ def build_visual_tower(cfg: BackboneConfig = BackboneConfig(),
   image = keras.Input((s, s, 3), dtype="float32", name=IMAGE_INPUT)
   category = keras.Input((), dtype="int64", name=CATEGORY_INPUT)
   b = _Builder(cfg, attention, num_categories, category)
-  x = keras.layers.Rescaling(1.0 / 255, name="rescale")(image)
-  x = {"resnet18": _resnet18, "cnnf": _cnnf, "light": _light}[cfg.name](b, x)
-  x_v = keras.layers.Dense(cfg.output_dim, name="x_v")(x)
+  if cfg.name == efficientnet_lite.NAME:
+    x = efficientnet_lite.normalization_layer()(image)
+  else:
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(image)
+  x = _BUILDERS[cfg.name](b, x)
+  x_v = keras.layers.Dense(cfg.output_dim, name=PROJECTION)(x)
   if cfg.freeze:
     for layer in b.frozen:
       layer.trainable = False
-  return keras.Model({IMAGE_INPUT: image, CATEGORY_INPUT: category}, x_v,
-                     name=name or f"{cfg.name}_{attention.kind}")
+  tower = keras.Model({IMAGE_INPUT: image, CATEGORY_INPUT: category}, x_v,
+                      name=name or f"{cfg.name}_{attention.kind}")
+  if cfg.weights is not None:
+    load_backbone_weights(tower, cfg.weights_path())
+  return tower
+
+
+def backbone_layers(model: keras.Model) -> List[keras.layers.Layer]:
+  """The layers of ``model`` that hold backbone weights: every layer with variables but the
+  attention modules and the projection to x_v."""
+  return [l for l in model.layers
+          if l.weights and not isinstance(l, ConvAttention) and l.name != PROJECTION]
+
+
+def _snake_case(name: str) -> str:
+  name = re.sub(r"\W+", "", name)
+  name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+  return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def weights_file_keys(model: keras.Model) -> Dict[str, str]:
+  """Layer name -> its entry in a Keras ``.weights.h5`` file of ``model``: Keras 3 stores the
+  layers of a functional model under ``layers/<class in snake case>[_<n>]``, numbered per class
+  in the order of ``model.layers`` (``conv2d``, ``conv2d_1``, ...), not under their names."""
+  keys, used = {}, {}
+  for layer in model.layers:
+    key = _snake_case(type(layer).__name__)
+    if key in used:
+      used[key] += 1
+      key = f"{key}_{used[key]}"
+    else:
+      used[key] = 0
+    keys[layer.name] = key
+  return keys
+
+
+def load_backbone_weights(model: keras.Model, path: str) -> List[str]:
+  """Loads the backbone layers of ``model`` (``backbone_layers``) from ``path``, a Keras weights
+  file that ``save_weights`` wrote from a model with the same backbone (a tower with any
+  attention, or the ImageNet converter's classifier model); returns the names of the layers
+  loaded. Layers are matched as Keras matches them (``weights_file_keys``: by class and order).
+  efficientnet_lite0 is a chain, so its files load into towers with any attention; where a
+  backbone has parallel branches (the projection shortcuts of light and resnet18), attaching
+  attention reorders same-class layers, and a file loads into a tower with the same attention
+  placement (a mismatch stops as below).
+
+  Every backbone layer must be in the file with variables of the same shapes; otherwise a
+  ``ValueError`` names the first layer whose shapes differ, its variable and both shapes (or
+  else the layers the file lacks), and nothing is loaded. The attention modules and the
+  projection keep their values; what else the file holds (their weights, a classifier) is
+  ignored."""
+  try:
+    f = h5py.File(path, "r")
+  except OSError as e:
+    raise ValueError(f"cannot read backbone weights from {path}: {e}") from e
+  keys = weights_file_keys(model)
+  with f:
+    entries = f["layers"] if "layers" in f else {}
+    layers = backbone_layers(model)
+    stores, missing = [], []
+    for layer in layers:
+      entry = keys[layer.name]
+      if entry not in entries:
+        missing.append(f"{layer.name} ({entry})")
+        continue
+      own: Dict[str, object] = {}
+      layer.save_own_variables(own)
+      group = entries[entry].get("vars", {})
+      if sorted(group.keys()) != sorted(own):
+        raise ValueError(f"layer {layer.name!r} ({entry} in {path}): the file holds "
+                         f"{len(group)} variables, the model {len(own)}")
+      store = {}
+      for key, var in own.items():
+        value = np.asarray(group[key])
+        if tuple(value.shape) != tuple(var.shape):
+          raise ValueError(f"layer {layer.name!r} variable {key} ({var.path}): shape {tuple(value.shape)} "
+                           f"in {path} ({entry}), {tuple(var.shape)} in the model")
+        store[key] = value
+      stores.append((layer, store))
+    if missing:
+      raise ValueError(f"{path} has no weights for {len(missing)} of the {len(layers)} backbone layers "
+                       f"of {model.name}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+  for layer, store in stores:
+    layer.load_own_variables(store)
+  return [layer.name for layer, _ in stores]
 
 
 def attention_layers(tower: keras.Model) -> List[ConvAttention]:

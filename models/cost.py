@@ -36,6 +36,10 @@ def count_flops(model: keras.Model) -> int:
       _, h, w, c_out = layer.output.shape
       k_h, k_w, c_in, _ = layer.kernel.shape
       total += h * w * k_h * k_w * c_in * c_out
+    elif isinstance(layer, keras.layers.DepthwiseConv2D):    # one k x k filter per channel
+      _, h, w, c_out = layer.output.shape
+      k_h, k_w, _, _ = layer.kernel.shape
+      total += h * w * k_h * k_w * c_out
     elif isinstance(layer, keras.layers.Dense):
       total += _size(layer.kernel)
     elif isinstance(layer, ConvAttention):

