@@ -244,7 +244,7 @@ def _rest_predict(servable: Servable, body, limits: RequestLimits) -> Dict:
     if not isinstance(rows, list) or not rows:
       raise InvalidArgument('"instances" must be a non-empty list')
     limits.check_rows(len(rows), '"instances"')
-    if all(isinstance(r, dict) for r in rows):
+    if all(isinstance(r, dict) and set(r) != {"b64"} for r in rows):
       inputs = {k: [_decode(r.get(k)) for r in rows] for k in specs}
       missing = [k for k in specs if any(k not in r for r in rows)]
       if missing:
