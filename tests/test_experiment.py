@@ -31,7 +31,8 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
   with open(result) as f:
     r = json.load(f)
   assert abs(float(rows[1]["auc_mean"]) - r["auc"]) < 1e-9 and 0 < r["auc"] < 1
-  assert r["per_user_auc"] is not None and r["cold_rows"] >= 0
+  assert r["per_user_auc"] is not None and 0 < r["cold_rows"] < r["eval_rows"]
+  assert r["cold_auc"] is not None
   assert "| none | 1 |" in open(os.path.join(out, "variants.md")).read()
   assert os.path.getsize(os.path.join(out, "variants.png")) > 5000
   # Other arguments into the same output are refused before any cell runs (finetune, new and
