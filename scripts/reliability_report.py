@@ -133,10 +133,12 @@ def full_disk(work: str, data: str, out: str, free_mb: int = 2) -> Dict:
     log(f"part 2: pipeline run on a {size_mb} MB tmpfs with {free_before / (1 << 20):.1f} MB free")
     args = [a if a != "20" else "21" for a in RUN]              # a new Trainer budget: train again
     proc = cscnn("pipeline", "run", "--data", data, "--output", small_out, *args)
-    error = [l for l in proc.stderr.splitlines() if "No space left" in l or "pipeline failed" in l]
+    lines = [l for l in proc.stderr.splitlines() if "pipeline failed" in l] or proc.stderr.strip().splitlines()[-1:]
+    error = lines[-1] if lines and proc.returncode else ""
+    if len(error) > 200:                    # the error's start and its end (the cause, the file)
+      error = error[:90] + " ... " + error[-110:]
     return {"tmpfs_mb": size_mb, "free_mb_before": round(free_before / (1 << 20), 1),
-            "exit": proc.returncode, "error": (error[-1] if error else proc.stderr.strip().splitlines()[-1:])[:300]
-            if proc.returncode else "",
+            "exit": proc.returncode, "error": error, "no_space_error": "No space left on device" in proc.stderr,
             "serving_unchanged": folder_state(serving) == before,
             "serving_versions": sorted(os.listdir(serving))}
   finally:
@@ -312,8 +314,9 @@ def format_report(r: Dict) -> str:
     if "skipped" in d:
       lines.append(f"| full disk | skipped: {d['skipped']} |")
     else:
-      lines.append(f"| full disk ({d['tmpfs_mb']} MB tmpfs, {d['free_mb_before']} MB free) | exit {d['exit']}: "
-                   f"`{d['error']}`; serving folder unchanged: {d['serving_unchanged']} ({len(d['serving_versions'])} version) |")
+      lines.append(f"| full disk ({d['tmpfs_mb']} MB tmpfs, {d['free_mb_before']} MB free) | exit {d['exit']}, "
+                   f"'No space left on device' in the error: {d['no_space_error']}: `{d['error']}`; "
+                   f"serving folder unchanged: {d['serving_unchanged']} ({len(d['serving_versions'])} version) |")
   l = r.get("load")
   if l:
     errors = ", ".join(f"{c} {n}" for c, n in sorted(l["errors_by_code"].items())) or "none"
