@@ -155,7 +155,8 @@ def numeric_versions(base: str) -> List[int]:
 
 
 def _snapshot(path: str) -> Optional[Tuple]:
-  """Listing of a version folder, or None if it is not (yet) a complete SavedModel."""
+  """Listing of a version folder, or None if it is not (yet) a complete SavedModel or a file
+  vanished while it was listed (a writer renaming its temporary files)."""
   if not os.path.exists(os.path.join(path, "saved_model.pb")):
     return None
   if os.path.isdir(os.path.join(path, "variables")) and not os.path.exists(
@@ -164,7 +165,10 @@ def _snapshot(path: str) -> Optional[Tuple]:
   entries = []
   for dirpath, _, files in os.walk(path):
     for f in files:
-      st = os.stat(os.path.join(dirpath, f))
+      try:
+        st = os.stat(os.path.join(dirpath, f))
+      except FileNotFoundError:
+        return None
       entries.append((os.path.relpath(os.path.join(dirpath, f), path), st.st_size, st.st_mtime_ns))
   return tuple(sorted(entries))
 
