@@ -246,7 +246,7 @@ def _cmd_serve(args) -> int:
   import signal
   import threading
   from serving.model_manager import BatchingConfig, ModelConfig, ModelManager, parse_model_config_file
-  from serving.server import ModelServer
+  from serving.server import ModelServer, RequestLimits
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
   if args.model_config_file:
     models = parse_model_config_file(args.model_config_file)
@@ -258,7 +258,8 @@ def _cmd_serve(args) -> int:
   manager = ModelManager(models, poll_interval=args.file_system_poll_wait_seconds,
                          batching=BatchingConfig(args.enable_batching, args.max_batch_size,
                                                  args.batch_timeout_micros / 1e6))
-  server = ModelServer(manager, args.port, args.rest_port, host=args.host).start()
+  server = ModelServer(manager, args.port, args.rest_port, host=args.host,
+                       limits=RequestLimits(args.max_request_rows, args.max_request_bytes)).start()
   print(f"serving {[m.name for m in models]} on gRPC {args.host}:{server.port}"
         + (f", REST {args.host}:{server.rest_port}" if args.rest_port is not None else ""), flush=True)
   done = threading.Event()
@@ -580,6 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
   sv.add_argument("--max-batch-size", type=int, default=1024, help="rows of a merged batch, at most")
   sv.add_argument("--batch-timeout-micros", type=int, default=1000,
                   help="how long a batch waits for more requests")
+  sv.add_argument("--max-request-rows", type=int, default=10_000,
+                  help="rows (candidates) a request may carry; more -> INVALID_ARGUMENT")
+  sv.add_argument("--max-request-bytes", type=int, default=64 << 20,
+                  help="bytes a request may have; more -> RESOURCE_EXHAUSTED (gRPC) / HTTP 413 (REST)")
   sv.set_defaults(func=_cmd_serve)
 
   pr = sub.add_parser("predict", help="score candidates (CSV or JSON) over gRPC")

@@ -6,6 +6,10 @@ class ServingError(Exception):
   http_status = 500
 
 
+class Internal(ServingError):
+  """A failure that is not the request's fault."""
+
+
 class NotFound(ServingError):
   grpc_code = "NOT_FOUND"
   http_status = 404
@@ -19,6 +23,16 @@ class InvalidArgument(ServingError):
 class Unavailable(ServingError):
   grpc_code = "UNAVAILABLE"
   http_status = 503
+
+
+class ResourceExhausted(ServingError):
+  grpc_code = "RESOURCE_EXHAUSTED"
+  http_status = 413
+
+
+class DeadlineExceeded(ServingError):
+  grpc_code = "DEADLINE_EXCEEDED"
+  http_status = 504
 
 
 class Unimplemented(ServingError):

@@ -4,21 +4,27 @@
 - A version is loaded only when complete and stable: ``saved_model.pb`` present, the variables
   index present when there is a ``variables/`` folder, and the folder's listing (names, sizes,
   modification times) unchanged between two polls. A half-written version is never loaded.
-- Policy ``latest`` (TF Serving's default): the highest loadable version is served; when a new
-  one has loaded it becomes live atomically and the previous one is unloaded. Requests already
-  running on the old version finish on it. Versions named in ``version_labels`` are kept too.
-- A version that fails to load is logged and skipped until its files change; serving goes on
-  with the version already loaded.
+- Policy ``latest`` (TF Serving's default): the highest version is served. A version that is
+  loaded stays a candidate while its ``saved_model.pb`` exists, whatever happens to its listing,
+  so the served version never goes back to an older one because a newer one's files were
+  touched or rewritten; only removing the newer version's folder makes an older one the latest.
+  When a newer version has loaded it becomes live atomically and the previous one is unloaded.
+- Requests hold a lease on the version they run on (`ModelManager.lease`): a version taken out
+  of service is unloaded only after its last lease ends, so requests already running on it
+  finish on it. Versions named in ``version_labels`` are kept too.
+- A version that fails to load (e.g. truncated variables) is logged and skipped until its files
+  change; serving goes on with the version already loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -38,10 +44,12 @@ class BatchingConfig:
 
 
 class Servable:
-  """One loaded version of a model."""
+  """One loaded version of a model. ``leases`` counts the requests running on it."""
 
   def __init__(self, name: str, version: int, path: str, batching: BatchingConfig):
     self.name, self.version, self.path = name, version, path
+    self.leases = 0
+    self._idle = threading.Condition()
     self.loaded = tf.saved_model.load(path)
     sm = saved_model_pb2.SavedModel()
     with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
@@ -99,15 +107,41 @@ class Servable:
     return {k: v.numpy() for k, v in result.items()}
 
   def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Validates `inputs` and runs the signature (through the batcher when batching is on).
+    Errors of the model on the request's data (e.g. serialized bytes that are not a
+    tf.Example) are INVALID_ARGUMENT with a message naming the inputs."""
     signature = self.signature(signature)
     arrays = self.validate(signature, inputs)
     batcher = self._batchers.get(signature)
     try:
       return batcher.submit(arrays) if batcher else self._call(signature, arrays)
     except tf.errors.InvalidArgumentError as e:
-      raise InvalidArgument(e.message) from None
+      raise InvalidArgument(f"inputs {sorted(arrays)} of signature {signature!r}: {e.message}") from None
+    except UnicodeDecodeError as e:
+      # TF formats an error status whose message quotes the request's bytes (ParseExample's
+      # "Could not parse example input, value: '...'") as UTF-8 and fails on binary input;
+      # such messages only come from the op rejecting its input.
+      raw = e.object if isinstance(e.object, bytes) else b""
+      message = raw.decode("utf-8", "backslashreplace")[:400]
+      raise InvalidArgument(f"inputs {sorted(arrays)} of signature {signature!r}: {message}") from None
 
-  def unload(self) -> None:
+  def _acquire(self) -> None:
+    with self._idle:
+      self.leases += 1
+
+  def _release(self) -> None:
+    with self._idle:
+      self.leases -= 1
+      if self.leases == 0:
+        self._idle.notify_all()
+
+  def unload(self, drain_timeout: float = 60.0) -> None:
+    """Waits until no request runs on this version (at most `drain_timeout` seconds), then
+    stops its batchers."""
+    with self._idle:
+      if not self._idle.wait_for(lambda: self.leases == 0, timeout=drain_timeout):
+        log.warning("%s version %d: %d requests still running after %.0f s; unloading anyway",
+                    self.name, self.version, self.leases, drain_timeout)
     for b in self._batchers.values():
       b.stop()
 
@@ -121,7 +155,8 @@ def numeric_versions(base: str) -> List[int]:
 
 
 def _snapshot(path: str) -> Optional[Tuple]:
-  """Listing of a version folder, or None if it is not (yet) a complete SavedModel."""
+  """Listing of a version folder, or None if it is not (yet) a complete SavedModel or a file
+  vanished while it was listed (a writer renaming its temporary files)."""
   if not os.path.exists(os.path.join(path, "saved_model.pb")):
     return None
   if os.path.isdir(os.path.join(path, "variables")) and not os.path.exists(
@@ -130,7 +165,10 @@ def _snapshot(path: str) -> Optional[Tuple]:
   entries = []
   for dirpath, _, files in os.walk(path):
     for f in files:
-      st = os.stat(os.path.join(dirpath, f))
+      try:
+        st = os.stat(os.path.join(dirpath, f))
+      except FileNotFoundError:
+        return None
       entries.append((os.path.relpath(os.path.join(dirpath, f), path), st.st_size, st.st_mtime_ns))
   return tuple(sorted(entries))
 
@@ -160,6 +198,24 @@ class ModelManager:
 
   # -- lookups ------------------------------------------------------------------------------
   def get(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> Servable:
+    """The servable a request names (latest loaded version by default), without a lease: for
+    metadata. Requests that run the model use `lease`."""
+    with self._lock:
+      return self._pick(name, version, label)
+
+  @contextlib.contextmanager
+  def lease(self, name: str, version: Optional[int] = None,
+            label: Optional[str] = None) -> Iterator[Servable]:
+    """The servable a request names, kept loaded until the ``with`` block ends."""
+    with self._lock:
+      servable = self._pick(name, version, label)
+      servable._acquire()  # pylint: disable=protected-access
+    try:
+      yield servable
+    finally:
+      servable._release()  # pylint: disable=protected-access
+
+  def _pick(self, name: str, version: Optional[int], label: Optional[str]) -> Servable:
     if name not in self.models:
       raise NotFound(f"Servable not found for request: model {name!r} is not served "
                      f"(models: {sorted(self.models)})")
@@ -210,14 +266,18 @@ class ModelManager:
         if any(v in live for v in wanted):
           old = [s for v, s in live.items() if v not in wanted]
           self._live[name] = {v: s for v, s in live.items() if v in wanted}
-      for s in old:
-        log.info("unloaded %s version %d", name, s.version)
+      for s in old:                   # no new request can lease these any more
         s.unload()
+        log.info("unloaded %s version %d", name, s.version)
 
   def _wanted(self, name: str, cfg: ModelConfig, initial: bool) -> List[int]:
-    """The newest stable, loadable version, plus the labelled ones."""
-    stable = []
+    """The latest version, plus the labelled ones. Candidates are the loaded versions whose
+    ``saved_model.pb`` is still there and the stable, loadable versions not loaded yet."""
+    live = self._live[name]
+    candidates = {v for v in live if os.path.exists(os.path.join(cfg.base_path, str(v), "saved_model.pb"))}
     for version in numeric_versions(cfg.base_path):
+      if version in candidates:
+        continue
       path = os.path.join(cfg.base_path, str(version))
       snap = _snapshot(path)
       if initial and snap is not None:
@@ -230,8 +290,9 @@ class ModelManager:
         continue                              # incomplete, or still changing
       if self._failed.get((name, version)) == snap:
         continue                              # failed before with these very files
-      stable.append(version)
-    wanted = set(stable[-1:]) | {v for v in cfg.version_labels.values() if v in stable}
+      candidates.add(version)
+    wanted = {max(candidates)} if candidates else set()
+    wanted |= {v for v in cfg.version_labels.values() if v in candidates}
     return sorted(wanted)
 
   def start(self) -> None:
@@ -252,7 +313,7 @@ class ModelManager:
       self._thread.join(timeout=5)
     for versions in self._live.values():
       for s in versions.values():
-        s.unload()
+        s.unload(drain_timeout=5.0)
 
 
 def parse_model_config_file(path: str) -> List[ModelConfig]:

@@ -4,13 +4,17 @@ gRPC (``tensorflow.serving``): PredictionService/Predict, GetModelMetadata, Clas
 ModelService/GetModelStatus. REST: ``POST /v1/models/NAME[/versions/N | /labels/L]:predict``
 (``instances`` row format or ``inputs`` columnar format, ``{"b64": ...}`` for binary strings),
 ``GET /v1/models/NAME[/versions/N]`` (status) and ``.../metadata``.
-Errors carry TF Serving's codes: unknown model / version / signature -> NOT_FOUND (HTTP 404),
-bad input names, dtypes or shapes -> INVALID_ARGUMENT (HTTP 400).
+Errors carry TF Serving's codes: unknown model / version / signature -> NOT_FOUND (HTTP 404);
+bad input names, dtypes, shapes, unparsable tf.Examples or more rows than ``max_request_rows``
+-> INVALID_ARGUMENT (HTTP 400); a request larger than ``max_request_bytes`` ->
+RESOURCE_EXHAUSTED (HTTP 413); any other failure -> INTERNAL (HTTP 500), never UNKNOWN.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import json
 import logging
 import re
@@ -28,7 +32,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 
 from models.dcn import OUTPUT_KEY as CTR_OUTPUT
-from serving.errors import InvalidArgument, NotFound, ServingError, Unimplemented
+from serving.errors import Internal, InvalidArgument, NotFound, ResourceExhausted, ServingError, Unimplemented
 from serving.model_manager import ModelManager, Servable
 
 log = logging.getLogger("cscnn.serving")
@@ -51,8 +55,47 @@ def _set_spec(spec, servable: Servable, signature: str = "") -> None:
     spec.signature_name = signature
 
 
-def _abort(context, error: ServingError):
-  context.abort(getattr(grpc.StatusCode, error.grpc_code), str(error))
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+  """What one request may carry: rows (the batch dimension) and bytes on the wire."""
+  max_rows: int = 10_000
+  max_bytes: int = 64 << 20
+
+  def check_rows(self, rows: int, what: str) -> None:
+    if rows > self.max_rows:
+      raise InvalidArgument(f"{what} has {rows} rows; a request may have at most {self.max_rows} "
+                            f"(--max-request-rows)")
+
+
+def _rpc(method):
+  """Runs a gRPC handler; a ServingError becomes its status code, anything else INTERNAL."""
+
+  @functools.wraps(method)
+  def wrapper(self, request, context):
+    try:
+      return method(self, request, context)
+    except ServingError as e:
+      error = e
+    except Exception as e:  # pylint: disable=broad-except
+      log.exception("%s failed", method.__name__)
+      error = Internal(f"{type(e).__name__}: {e}")
+    context.abort(getattr(grpc.StatusCode, error.grpc_code), str(error))
+
+  return wrapper
+
+
+def _decode_inputs(inputs, limits: RequestLimits) -> Dict[str, np.ndarray]:
+  """Predict's input TensorProtos as arrays; the row limit is checked before decoding."""
+  for k, v in inputs.items():
+    if v.tensor_shape.dim:
+      limits.check_rows(v.tensor_shape.dim[0].size, f"input {k!r}")
+  out = {}
+  for k, v in inputs.items():
+    try:
+      out[k] = tf.make_ndarray(v)
+    except Exception as e:  # pylint: disable=broad-except
+      raise InvalidArgument(f"input {k!r}: cannot decode the tensor: {e}") from None
+  return out
 
 
 def _examples(input_proto) -> np.ndarray:
@@ -70,19 +113,16 @@ def _examples(input_proto) -> np.ndarray:
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-  def __init__(self, manager: ModelManager):
-    self.manager = manager
+  def __init__(self, manager: ModelManager, limits: RequestLimits = RequestLimits()):
+    self.manager, self.limits = manager, limits
 
-  def _servable(self, model_spec) -> Servable:
-    return self.manager.get(model_spec.name, **_spec_version(model_spec))
+  def _lease(self, model_spec):
+    return self.manager.lease(model_spec.name, **_spec_version(model_spec))
 
+  @_rpc
   def Predict(self, request, context):
-    try:
-      servable = self._servable(request.model_spec)
-      try:
-        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-      except Exception as e:  # pylint: disable=broad-except
-        raise InvalidArgument(f"cannot decode input tensors: {e}") from None
+    with self._lease(request.model_spec) as servable:
+      inputs = _decode_inputs(request.inputs, self.limits)
       outputs = servable.run(request.model_spec.signature_name, inputs)
       wanted = list(request.output_filter) or list(outputs)
       unknown = [k for k in wanted if k not in outputs]
@@ -93,58 +133,52 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
       for k in wanted:
         response.outputs[k].CopyFrom(tf.make_tensor_proto(outputs[k]))
       return response
-    except ServingError as e:
-      _abort(context, e)
 
+  @_rpc
   def GetModelMetadata(self, request, context):
-    try:
-      fields = set(request.metadata_field)
-      if fields - {"signature_def"}:
-        raise InvalidArgument(f"metadata_field must be 'signature_def', got {sorted(fields)}")
-      servable = self._servable(request.model_spec)
-      response = get_model_metadata_pb2.GetModelMetadataResponse()
-      _set_spec(response.model_spec, servable)
-      sigs = get_model_metadata_pb2.SignatureDefMap()
-      for k, v in servable.signature_defs.items():
-        sigs.signature_def[k].CopyFrom(v)
-      response.metadata["signature_def"].Pack(sigs)
-      return response
-    except ServingError as e:
-      _abort(context, e)
+    fields = set(request.metadata_field)
+    if fields - {"signature_def"}:
+      raise InvalidArgument(f"metadata_field must be 'signature_def', got {sorted(fields)}")
+    servable = self.manager.get(request.model_spec.name, **_spec_version(request.model_spec))
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    _set_spec(response.model_spec, servable)
+    sigs = get_model_metadata_pb2.SignatureDefMap()
+    for k, v in servable.signature_defs.items():
+      sigs.signature_def[k].CopyFrom(v)
+    response.metadata["signature_def"].Pack(sigs)
+    return response
 
   def _score_examples(self, request):
-    servable = self._servable(request.model_spec)
-    signature = request.model_spec.signature_name or "serving_default"
-    out = servable.run(signature, {"examples": _examples(request.input)})
+    with self._lease(request.model_spec) as servable:
+      signature = request.model_spec.signature_name or "serving_default"
+      examples = _examples(request.input)
+      self.limits.check_rows(len(examples), "request.input")
+      out = servable.run(signature, {"examples": examples})
     if CTR_OUTPUT not in out:
       raise InvalidArgument(f"signature {signature!r} has no {CTR_OUTPUT!r} output")
     return servable, signature, out[CTR_OUTPUT].reshape(-1)
 
+  @_rpc
   def Regress(self, request, context):
     """Regression on tf.Examples: the value is P(click)."""
-    try:
-      servable, signature, p = self._score_examples(request)
-      response = regression_pb2.RegressionResponse()
-      _set_spec(response.model_spec, servable, signature)
-      for v in p:
-        response.result.regressions.add(value=float(v))
-      return response
-    except ServingError as e:
-      _abort(context, e)
+    servable, signature, p = self._score_examples(request)
+    response = regression_pb2.RegressionResponse()
+    _set_spec(response.model_spec, servable, signature)
+    for v in p:
+      response.result.regressions.add(value=float(v))
+    return response
 
+  @_rpc
   def Classify(self, request, context):
     """Classification on tf.Examples: classes "0" (no click) and "1" (click) with scores."""
-    try:
-      servable, signature, p = self._score_examples(request)
-      response = classification_pb2.ClassificationResponse()
-      _set_spec(response.model_spec, servable, signature)
-      for v in p:
-        c = response.result.classifications.add()
-        c.classes.add(label="0", score=float(1 - v))
-        c.classes.add(label="1", score=float(v))
-      return response
-    except ServingError as e:
-      _abort(context, e)
+    servable, signature, p = self._score_examples(request)
+    response = classification_pb2.ClassificationResponse()
+    _set_spec(response.model_spec, servable, signature)
+    for v in p:
+      c = response.result.classifications.add()
+      c.classes.add(label="0", score=float(1 - v))
+      c.classes.add(label="1", score=float(v))
+    return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -152,23 +186,22 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
   def __init__(self, manager: ModelManager):
     self.manager = manager
 
+  @_rpc
   def GetModelStatus(self, request, context):
-    try:
-      spec = _spec_version(request.model_spec)
-      version = spec.get("version")
-      if "label" in spec:
-        version = self.manager.get(request.model_spec.name, label=spec["label"]).version
-      response = get_model_status_pb2.GetModelStatusResponse()
-      for v, _ in self.manager.status(request.model_spec.name, version):
-        s = response.model_version_status.add()
-        s.version = v
-        s.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-      return response
-    except ServingError as e:
-      _abort(context, e)
+    spec = _spec_version(request.model_spec)
+    version = spec.get("version")
+    if "label" in spec:
+      version = self.manager.get(request.model_spec.name, label=spec["label"]).version
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for v, _ in self.manager.status(request.model_spec.name, version):
+      s = response.model_version_status.add()
+      s.version = v
+      s.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    return response
 
+  @_rpc
   def HandleReloadConfigRequest(self, request, context):
-    _abort(context, Unimplemented("reloading the model config is not supported; restart the server"))
+    raise Unimplemented("reloading the model config is not supported; restart the server")
 
 
 # ---- REST ------------------------------------------------------------------------------------
@@ -179,7 +212,10 @@ _ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|
 
 def _decode(value):
   if isinstance(value, dict) and set(value) == {"b64"}:
-    return base64.b64decode(value["b64"])
+    try:
+      return base64.b64decode(value["b64"], validate=True)
+    except (ValueError, TypeError) as e:
+      raise InvalidArgument(f"bad base64 in {{\"b64\": ...}}: {e}") from None
   if isinstance(value, list):
     return [_decode(v) for v in value]
   return value
@@ -192,8 +228,13 @@ def _encode(array: np.ndarray):
   return array.tolist()
 
 
-def rest_predict(manager: ModelManager, name, version, label, body) -> Dict:
-  servable = manager.get(name, version, label)
+def rest_predict(manager: ModelManager, name, version, label, body,
+                 limits: RequestLimits = RequestLimits()) -> Dict:
+  with manager.lease(name, version, label) as servable:
+    return _rest_predict(servable, body, limits)
+
+
+def _rest_predict(servable: Servable, body, limits: RequestLimits) -> Dict:
   signature = servable.signature(body.get("signature_name", ""))
   specs = servable.input_specs[signature]
   if ("instances" in body) == ("inputs" in body):
@@ -202,7 +243,8 @@ def rest_predict(manager: ModelManager, name, version, label, body) -> Dict:
     rows = body["instances"]
     if not isinstance(rows, list) or not rows:
       raise InvalidArgument('"instances" must be a non-empty list')
-    if all(isinstance(r, dict) for r in rows):
+    limits.check_rows(len(rows), '"instances"')
+    if all(isinstance(r, dict) and set(r) != {"b64"} for r in rows):
       inputs = {k: [_decode(r.get(k)) for r in rows] for k in specs}
       missing = [k for k in specs if any(k not in r for r in rows)]
       if missing:
@@ -214,12 +256,15 @@ def rest_predict(manager: ModelManager, name, version, label, body) -> Dict:
   else:
     cols = body["inputs"]
     inputs = {k: _decode(v) for k, v in cols.items()} if isinstance(cols, dict) else {next(iter(specs)): _decode(cols)}
+    for k, v in inputs.items():
+      if isinstance(v, list):
+        limits.check_rows(len(v), f"input {k!r}")
   arrays = {}
   for k, v in inputs.items():
     spec = specs.get(k)
     try:
       arrays[k] = np.array(v, dtype=object if spec is not None and spec.dtype == tf.string else None)
-    except ValueError as e:
+    except (ValueError, TypeError, OverflowError) as e:
       raise InvalidArgument(f"input {k!r}: {e}") from None
   outputs = servable.run(signature, arrays)
   if "instances" in body:
@@ -249,7 +294,7 @@ def rest_metadata(manager: ModelManager, name, version, label) -> Dict:
           "metadata": {"signature_def": json_format.MessageToDict(sigs)}}
 
 
-def make_rest_handler(manager: ModelManager):
+def make_rest_handler(manager: ModelManager, limits: RequestLimits = RequestLimits()):
 
   class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -273,14 +318,22 @@ def make_rest_handler(manager: ModelManager):
       version = int(m.group("version")) if m.group("version") else None
       try:
         if method == "POST" and verb == ":predict":
-          length = int(self.headers.get("Content-Length") or 0)
+          try:
+            length = int(self.headers.get("Content-Length") or 0)
+          except ValueError:
+            self.close_connection = True
+            raise InvalidArgument("bad Content-Length header") from None
+          if length > limits.max_bytes:
+            self.close_connection = True     # the body is not read
+            raise ResourceExhausted(f"request body of {length} bytes is larger than the limit of "
+                                    f"{limits.max_bytes} bytes (--max-request-bytes)")
           try:
             body = json.loads(self.rfile.read(length) or b"{}")
-          except json.JSONDecodeError as e:
+          except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InvalidArgument(f"JSON parse error: {e}") from None
           if not isinstance(body, dict):
             raise InvalidArgument("the request body must be a JSON object")
-          return self._reply(200, rest_predict(manager, name, version, label, body))
+          return self._reply(200, rest_predict(manager, name, version, label, body, limits))
         if method == "GET" and verb is None:
           return self._reply(200, rest_status(manager, name, version, label))
         if method == "GET" and verb == "/metadata":
@@ -305,19 +358,21 @@ class ModelServer:
   """gRPC (and optionally REST) servers over one ModelManager."""
 
   def __init__(self, manager: ModelManager, port: int = 8500, rest_port: Optional[int] = None,
-               host: str = "127.0.0.1", workers: int = 16):
-    self.manager = manager
+               host: str = "127.0.0.1", workers: int = 16, limits: RequestLimits = RequestLimits()):
+    self.manager, self.limits = manager, limits
+    # gRPC itself answers RESOURCE_EXHAUSTED to a message above max_bytes, before decoding it.
     self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                                   options=[("grpc.max_receive_message_length", 256 << 20),
+                                   options=[("grpc.max_receive_message_length", limits.max_bytes),
                                             ("grpc.max_send_message_length", 256 << 20)])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), self.grpc_server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, limits),
+                                                                        self.grpc_server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), self.grpc_server)
     self.port = self.grpc_server.add_insecure_port(f"{host}:{port}")
     if self.port == 0:
       raise OSError(f"cannot bind gRPC port {host}:{port}")
     self.rest = None
     if rest_port is not None:
-      self.rest = ThreadingHTTPServer((host, rest_port), make_rest_handler(manager))
+      self.rest = ThreadingHTTPServer((host, rest_port), make_rest_handler(manager, limits))
       self.rest.daemon_threads = True
       self.rest_port = self.rest.server_address[1]
 

@@ -36,7 +36,8 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
   for row, k in zip(rows[2:], kinds):
     assert abs(float(row["per_user_auc_mean"]) - r["baselines"][k]["per_user_auc"]) < 1e-9, k
   assert abs(float(rows[1]["auc_mean"]) - r["auc"]) < 1e-9 and 0 < r["auc"] < 1
-  assert r["per_user_auc"] is not None and r["cold_rows"] >= 0
+  assert r["per_user_auc"] is not None and 0 < r["cold_rows"] < r["eval_rows"]
+  assert r["cold_auc"] is not None
   assert "| none | 1 |" in open(os.path.join(out, "variants.md")).read()
   assert os.path.getsize(os.path.join(out, "variants.png")) > 5000
   # Other arguments into the same output are refused before any cell runs (finetune, new and

@@ -28,6 +28,36 @@ def _latest(store, type_name):
   return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
+_DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+
+
+def _latest_run(store) -> Dict[str, Any]:
+  """The newest pipeline run: its id, the state of each component that started in it, and its
+  output artifacts by type name (the newest of each type), cached outputs included."""
+  ctx_types = {t.id: t.name for t in store.get_context_types()}
+  runs = [c for c in store.get_contexts() if ctx_types.get(c.type_id) == "pipeline_run"]
+  if not runs:
+    return {"id": None, "states": {}, "outputs": {}, "unfinished": []}
+  run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+  exec_types = {t.id: t.name for t in store.get_execution_types()}
+  executions = store.get_executions_by_context(run.id)
+  states, unfinished = {}, []
+  for e in sorted(executions, key=lambda e: e.id):
+    component = exec_types.get(e.type_id, "?").rsplit(".", 1)[-1]
+    states[component] = metadata_store_pb2.Execution.State.Name(e.last_known_state)
+    if e.last_known_state not in _DONE:
+      unfinished.append(component)
+  events = store.get_events_by_execution_ids([e.id for e in executions]) if executions else []
+  out_ids = sorted({ev.artifact_id for ev in events if ev.type == metadata_store_pb2.Event.OUTPUT})
+  art_types = {t.id: t.name for t in store.get_artifact_types()}
+  outputs: Dict[str, Any] = {}
+  for a in store.get_artifacts_by_id(out_ids) if out_ids else []:
+    name = art_types.get(a.type_id)
+    if name not in outputs or a.id > outputs[name].id:
+      outputs[name] = a
+  return {"id": run.name, "states": states, "outputs": outputs, "unfinished": unfinished}
+
+
 def _cold_by(store) -> str:
   """What the latest Transform counted for the cold-ad slice (its ``custom_config``)."""
   types = {t.id: t.name for t in store.get_execution_types()}
@@ -49,14 +79,28 @@ def _metrics(eval_uri: str, baseline: bool = False) -> Dict[str, Dict[str, float
 
 
 def run_summary(output_dir: str) -> Dict[str, Any]:
-  """Blessing, push destination and metrics of the latest run written to `output_dir`."""
+  """Blessing, push destination and metrics of the latest run written to `output_dir` (the
+  newest MLMD pipeline run), with the state of each of its components."""
   import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
   p = paths(output_dir)
   store = _store(p["metadata"])
   summary: Dict[str, Any] = {"output": os.path.abspath(output_dir), "cold_by": _cold_by(store)}
-  evaluation = _latest(store, "ModelEvaluation")
-  blessing = _latest(store, "ModelBlessing")
-  pushed = _latest(store, "PushedModel")
+  run = _latest_run(store)
+  summary["run_id"], summary["components"] = run["id"], run["states"]
+  summary["run_finished"] = not run["unfinished"]
+  if run["unfinished"]:
+    summary["unfinished"] = run["unfinished"]
+
+  def latest(type_name):
+    """An unfinished run reports only its own outputs; a finished run that did not produce
+    this type (a one-component run, as the Airflow tasks) reports the newest one."""
+    if type_name in run["outputs"] or run["unfinished"]:
+      return run["outputs"].get(type_name)
+    return _latest(store, type_name)
+
+  evaluation = latest("ModelEvaluation")
+  blessing = latest("ModelBlessing")
+  pushed = latest("PushedModel")
   if evaluation is not None:
     summary["metrics"] = _metrics(evaluation.uri)
     summary["baseline_metrics"] = _metrics(evaluation.uri, baseline=True)
@@ -73,13 +117,13 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
     if os.path.exists(gate_file):
       with open(gate_file) as f:
         summary["baseline_gate"] = json.load(f)
-  baselines = _latest(store, "cscnn.Baselines")
+  baselines = latest("cscnn.Baselines")
   if baselines is not None and os.path.exists(os.path.join(baselines.uri, "metrics.json")):
     with open(os.path.join(baselines.uri, "metrics.json")) as f:
       b = json.load(f)
     summary["baselines"] = {"best": b["best"], "best_per_user_auc": b["best_per_user_auc"],
                             "metrics": b["metrics"], "uri": baselines.uri}
-  table = _latest(store, "cscnn.VisualTable")
+  table = latest("cscnn.VisualTable")
   if table is not None:
     stats = os.path.join(table.uri, "stats.json")
     if os.path.exists(stats):
@@ -96,6 +140,12 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
 
 def format_summary(s: Dict[str, Any]) -> str:
   lines = ["", "== pipeline run summary =="]
+  if s.get("run_id"):
+    lines.append(f"run {s['run_id']}")
+  if not s.get("run_finished", True):
+    states = s.get("components", {})
+    lines.append("the run did not finish: " + ", ".join(f"{c} {states.get(c, '?')}" for c in s.get("unfinished", []))
+                 + "; only this run's outputs are shown")
   metrics = s.get("metrics", {})
   overall = metrics.get("overall", {})
   if overall:

@@ -1,0 +1,121 @@
+"""Why the trained ranker loses to counting: the DCN trained in-process on a pre-split data set
+(e.g. `cscnn data movielens`), its train and eval per-user AUC (eq. 13) after every epoch,
+beside the heuristic baselines of `models.baselines` on the same rows.
+
+One knob per run, the rest as the pipeline's DCN (features of `tfx_pipeline.features`, d_e = 4,
+1024-512-256 deep part, 3 cross layers, Adam 1e-3, batch 256, point-wise log loss):
+
+    bin/env python scripts/diagnose_ranker.py --data /tmp/ml [--id-dim 16] [--ad-min-count 1]
+        [--statistics] [--dropout 0.3] [--epochs 3] [--seed 0]
+
+  --id-dim D        d_e of the user and ad ids (the others keep 4)
+  --ad-min-count N  ads with fewer training rows share one id (the pipeline: 20)
+  --statistics      the baselines' leave-one-out counts as four more inputs (standardised)
+  --dropout P       dropout on x_nv
+
+Ids are exact vocabularies of the training split (0 = unknown), as Transform makes them. The
+training negatives are the data set's (`cscnn data movielens --negatives K`). Prints one line
+per epoch: train per-user AUC (on up to 2,000 training users' rows), eval per-user AUC.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+CATEGORICAL = ("user_id", "user_city", "user_age", "ad_id", "category_id", "brand_id")
+
+
+def per_user_auc(users, labels, scores) -> float:
+  from tfx_pipeline.metrics import user_auc  # pylint: disable=import-outside-toplevel
+  df = pd.DataFrame({"u": users, "y": labels, "s": scores})
+  aucs = [user_auc(g.y.values, g.s.values) for _, g in df.groupby("u")]
+  return float(np.mean([a for a in aucs if a is not None]))
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--data", required=True, help="a pre-split data folder (impressions/train, impressions/eval)")
+  ap.add_argument("--id-dim", type=int, default=4)
+  ap.add_argument("--ad-min-count", type=int, default=20)
+  ap.add_argument("--statistics", action="store_true")
+  ap.add_argument("--dropout", type=float, default=0.0)
+  ap.add_argument("--epochs", type=int, default=3)
+  ap.add_argument("--seed", type=int, default=0)
+  args = ap.parse_args(argv)
+
+  import keras  # pylint: disable=import-outside-toplevel
+  from models import baselines as B  # pylint: disable=import-outside-toplevel
+  from models.layers import CrossNet, PooledEmbedding  # pylint: disable=import-outside-toplevel
+
+  keras.utils.set_random_seed(args.seed)
+  tr = pd.read_csv(f"{args.data}/impressions/train/impressions.csv")
+  ev = pd.read_csv(f"{args.data}/impressions/eval/impressions.csv")
+  vocab = {}
+  for c in CATEGORICAL:
+    counts = tr[c].astype(str).value_counts()
+    keep = sorted(counts[counts >= (args.ad_min_count if c == "ad_id" else 1)].index)
+    vocab[c] = {k: i + 1 for i, k in enumerate(keep)}
+  cats = sorted({t for s in tr.clicked_categories.astype(str) for t in s.split()})
+  cat_vocab = {k: i + 1 for i, k in enumerate(cats)}
+
+  def encode(df):
+    x = {c: df[c].astype(str).map(vocab[c]).fillna(0).astype(np.int64).values for c in CATEGORICAL}
+    hist = np.zeros((len(df), 5), np.int64)
+    for i, s in enumerate(df.clicked_categories.astype(str)):
+      ids = [cat_vocab.get(t, 0) for t in s.split()][:5]
+      hist[i, :len(ids)] = ids
+    x["clicked_categories"] = hist
+    return x
+
+  xtr, xev = encode(tr), encode(ev)
+  if args.statistics:
+    users = pd.Index(sorted(set(tr.user_id)))
+    ads = pd.Index(sorted(set(tr.ad_id) | set(ev.ad_id)))
+    cats_ix = pd.Index(sorted(set(tr.category_id) | set(ev.category_id)))
+    ids = lambda df: (users.get_indexer(df.user_id), ads.get_indexer(df.ad_id).astype(np.int64) + 1,  # noqa: E731
+                      cats_ix.get_indexer(df.category_id))
+    tables = B.fit_baselines(*ids(tr), tr.label.values, len(users), len(cats_ix))
+    for x, df, loo in ((xtr, tr, True), (xev, ev, False)):
+      c = B.counts_numpy(tables, *ids(df), labels=df.label.values if loo else None)
+      x["statistics"] = np.stack([np.asarray(v) for v in B.blend_features(c)], 1)[:, 1:].astype(np.float32)
+    mean, std = xtr["statistics"].mean(0), xtr["statistics"].std(0) + 1e-6
+    for x in (xtr, xev):
+      x["statistics"] = (x["statistics"] - mean) / std
+
+  inputs = {k: keras.Input(v.shape[1:], dtype=v.dtype, name=k) for k, v in xtr.items()}
+  parts = [keras.layers.Embedding(len(vocab[c]) + 1, args.id_dim if c in ("user_id", "ad_id") else 4)(inputs[c])
+           for c in CATEGORICAL]
+  parts.append(PooledEmbedding(len(cat_vocab) + 1, 4, padding_id=0)(inputs["clicked_categories"]))
+  if args.statistics:
+    parts.append(inputs["statistics"])
+  x = keras.layers.Concatenate()(parts)
+  if args.dropout:
+    x = keras.layers.Dropout(args.dropout)(x)
+  h = x
+  for units in (1024, 512, 256):
+    h = keras.layers.Dense(units, activation="relu")(h)
+  o = keras.layers.Dense(128, activation="relu")(keras.layers.Concatenate()([h, CrossNet(3)(x)]))
+  model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(o))
+  model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+
+  rng = np.random.default_rng(args.seed)
+  some = set(rng.choice(tr.user_id.unique(), size=min(2000, tr.user_id.nunique()), replace=False))
+  probe = tr.user_id.isin(some).values
+  print(f"{args.data}: {len(tr):,} training rows, {len(ev):,} eval rows; id dim {args.id_dim}, ad min count "
+        f"{args.ad_min_count}, statistics {args.statistics}, dropout {args.dropout}, seed {args.seed}", flush=True)
+  t0 = time.time()
+  for epoch in range(1, args.epochs + 1):
+    model.fit(xtr, tr.label.values, batch_size=256, epochs=1, verbose=0, shuffle=True)
+    p_tr = model.predict({k: v[probe] for k, v in xtr.items()}, batch_size=4096, verbose=0)[:, 0]
+    p_ev = model.predict(xev, batch_size=4096, verbose=0)[:, 0]
+    print(f"epoch {epoch}: train per-user AUC {per_user_auc(tr.user_id.values[probe], tr.label.values[probe], p_tr):.4f}"
+          f"   eval per-user AUC {per_user_auc(ev.user_id.values, ev.label.values, p_ev):.4f}"
+          f"   ({time.time() - t0:.0f} s)", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
