@@ -34,6 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from models.dcn import OUTPUT_KEY
 from tfx_pipeline.features import CATEGORY_KEY, IMAGE_KEY, USER_KEY, transformed_name
 
 POPULARITY = "popularity"
@@ -203,10 +204,12 @@ def blend_features(c: Mapping[str, object]) -> Sequence[object]:
           ops.log1p(c["knn"])]
 
 
-def score(kind: str, c: Mapping[str, object], blend_weights, max_positives: float):
-  """The baseline's score in [0, 1] from the counts (numpy arrays or tensors)."""
+def score(kind: str, c: Mapping[str, object], blend_weights, max_positives):
+  """The baseline's score in [0, 1] from the counts (numpy arrays or tensors); `max_positives`
+  is P_max, the most training positives of any ad."""
   if kind == POPULARITY:
-    return ops.log1p(c["ad_positives"]) / np.log1p(max(max_positives, 1.0))
+    top = ops.cast(max_positives, c["ad_positives"].dtype)
+    return ops.log1p(c["ad_positives"]) / ops.log1p(ops.maximum(top, 1.0))
   if kind == CATEGORY_AFFINITY:
     return category_share(c)
   if kind == ITEM_KNN:
@@ -297,9 +300,7 @@ class BaselineScorer(keras.layers.Layer):
   def call(self, inputs):
     user, key, category = inputs
     c = self.counts(user, key, category)
-    s = score(self.kind, c, [self.blend_weights[i] for i in range(len(BLEND_FEATURES))], 1.0)
-    if self.kind == POPULARITY:       # log1p(P_a) / log1p(P_max), with P_max a weight
-      s = ops.log1p(c["ad_positives"]) / ops.log1p(ops.maximum(self.max_positives, 1.0))
+    s = score(self.kind, c, [self.blend_weights[i] for i in range(len(BLEND_FEATURES))], self.max_positives)
     return ops.reshape(ops.cast(s, "float32"), (-1, 1))
 
   def compute_output_shape(self, input_shape):
@@ -322,7 +323,7 @@ class BaselineScorer(keras.layers.Layer):
 BASELINE_INPUTS = (transformed_name(USER_KEY), IMAGE_KEY, transformed_name(CATEGORY_KEY))
 
 
-def build_baseline_model(kind: str, tables: BaselineTables, output_name: str = "ctr") -> keras.Model:
+def build_baseline_model(kind: str, tables: BaselineTables, output_name: str = OUTPUT_KEY) -> keras.Model:
   """A Keras model with the CTR model's input names -> ``{output_name: score (B, 1)}``."""
   inputs = {n: keras.Input((), dtype="int64", name=n) for n in BASELINE_INPUTS}
   scorer = BaselineScorer(kind, **tables.shape, name=f"baseline_{kind}")
