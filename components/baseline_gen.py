@@ -127,7 +127,7 @@ def BaselineGen(
   for kind in KINDS:
     export_serving_model(build_baseline_model(kind, tables), tft_output, os.path.join(baselines.uri, kind))
 
-  config = eval_config(auc_floor=None, auc_tolerance=None, model_names=KINDS)
+  config = eval_config(auc_floor=None, auc_tolerance=None, model_names=KINDS, plots=False)
   shared = [tfma.default_eval_shared_model(os.path.join(baselines.uri, kind), model_name=kind,
                                            eval_config=config) for kind in KINDS]
   eval_dir = os.path.join(baselines.uri, EVALUATION_DIR)

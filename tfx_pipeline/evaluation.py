@@ -35,12 +35,13 @@ def _model_spec(name: str = "") -> tfma.ModelSpec:
 
 def eval_config(auc_floor: Optional[float] = configs.AUC_FLOOR,
                 auc_tolerance: Optional[float] = configs.AUC_TOLERANCE,
-                model_names: Sequence[str] = ()) -> tfma.EvalConfig:
+                model_names: Sequence[str] = (), plots: bool = True) -> tfma.EvalConfig:
   """TFMA config: metrics overall, per category and on cold ads.
 
   With `auc_floor` / `auc_tolerance` None there is no threshold (the baselines' evaluation).
   `model_names` gives one model spec per named model (multi-model evaluation); empty: the one
-  unnamed candidate, as the Evaluator expects.
+  unnamed candidate, as the Evaluator expects. `plots` False leaves out the calibration and
+  confusion-matrix plots (the baselines are compared on their metrics only).
   """
   auc = tfma.MetricConfig(class_name="AUC")
   if auc_floor is not None or auc_tolerance is not None:
@@ -62,10 +63,11 @@ def eval_config(auc_floor: Optional[float] = configs.AUC_FLOOR,
           tfma.MetricConfig(class_name="BinaryCrossentropy"),
           tfma.MetricConfig(class_name="MeanLabel"),
           tfma.MetricConfig(class_name="MeanPrediction"),
+      ] + ([
           tfma.MetricConfig(class_name="Calibration"),
           tfma.MetricConfig(class_name="CalibrationPlot"),
           tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
-      ]), tfma.MetricsSpec(query_key=F.USER_KEY, metrics=[
+      ] if plots else [])), tfma.MetricsSpec(query_key=F.USER_KEY, metrics=[
           tfma.MetricConfig(class_name=PER_USER_AUC_CLASS, module=METRICS_MODULE)])])
 
 
