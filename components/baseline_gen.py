@@ -30,8 +30,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from tfx_pipeline import features as F
-
-METRICS_FILE = "metrics.json"
+from tfx_pipeline.evaluation import BASELINE_METRICS_FILE as METRICS_FILE
 EVALUATION_DIR = "evaluation"
 _COLUMNS = (F.transformed_name(F.USER_KEY), F.IMAGE_KEY, F.transformed_name(F.CATEGORY_KEY),
             F.transformed_name(F.LABEL_KEY))

@@ -27,11 +27,10 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import json_utils, proto_utils
 
 from components.baseline_gen import Baselines, read_metrics
-from tfx_pipeline.evaluation import with_baseline_gate
+from tfx_pipeline.evaluation import BASELINE_GATE_FILE, with_baseline_gate
 
 BASELINES_KEY = "baselines"
 MARGIN_KEY = "baseline_margin"
-GATE_FILE = "baseline_gate.json"   # in the evaluation artifact: the bound and where it came from
 
 
 class GatedEvaluatorSpec(types.ComponentSpec):
@@ -42,12 +41,18 @@ class GatedEvaluatorSpec(types.ComponentSpec):
   OUTPUTS = dict(standard_component_specs.EvaluatorSpec.OUTPUTS)
 
 
+def gate(baseline_metrics: Dict[str, Any], margin: float) -> Dict[str, Any]:
+  """The baseline gate: the best baseline, its per-user AUC, the margin and the bound (None
+  when `margin` < 0 turns the gate off)."""
+  best = float(baseline_metrics["best_per_user_auc"])
+  return {"enabled": margin >= 0, "margin": margin, "best": baseline_metrics["best"],
+          "best_per_user_auc": best, "bound": best + margin if margin >= 0 else None}
+
+
 def gated_config(config: tfma.EvalConfig, baseline_metrics: Dict[str, Any], margin: float) -> tfma.EvalConfig:
-  """`config` with the per-user AUC bound at the best baseline's + `margin` (unchanged if
-  `margin` < 0)."""
-  if margin < 0:
-    return config
-  return with_baseline_gate(config, float(baseline_metrics["best_per_user_auc"]) + margin)
+  """`config` with the per-user AUC bound of `gate` (unchanged when the gate is off)."""
+  g = gate(baseline_metrics, margin)
+  return with_baseline_gate(config, g["bound"]) if g["enabled"] else config
 
 
 class Executor(evaluator_executor.Executor):
@@ -60,19 +65,17 @@ class Executor(evaluator_executor.Executor):
     config = proto_utils.json_to_proto(exec_properties[standard_component_specs.EVAL_CONFIG_KEY],
                                        tfma.EvalConfig())
     config = gated_config(config, metrics, margin)
-    if margin >= 0:
+    g = gate(metrics, margin)
+    if g["enabled"]:
       logging.info("GatedEvaluator: per-user AUC must be >= %.4f (best baseline %s %.4f + margin %.4f)",
-                   metrics["best_per_user_auc"] + margin, metrics["best"], metrics["best_per_user_auc"], margin)
+                   g["bound"], g["best"], g["best_per_user_auc"], margin)
     exec_properties = {k: v for k, v in exec_properties.items() if k != MARGIN_KEY}
     exec_properties[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(config)
     inputs = {k: v for k, v in input_dict.items() if k != BASELINES_KEY}
     super().Do(inputs, output_dict, exec_properties)
     evaluation = artifact_utils.get_single_instance(output_dict[standard_component_specs.EVALUATION_KEY])
-    gate = {"enabled": margin >= 0, "margin": margin, "best": metrics["best"],
-            "best_per_user_auc": metrics["best_per_user_auc"],
-            "bound": metrics["best_per_user_auc"] + margin if margin >= 0 else None}
-    with tf.io.gfile.GFile(os.path.join(evaluation.uri, GATE_FILE), "w") as f:
-      json.dump(gate, f, indent=1)
+    with tf.io.gfile.GFile(os.path.join(evaluation.uri, BASELINE_GATE_FILE), "w") as f:
+      json.dump(g, f, indent=1)
 
 
 class GatedEvaluator(base_component.BaseComponent):

@@ -25,6 +25,8 @@ from tfx_pipeline.export import TRANSFORM_FEATURES
 from tfx_pipeline.metrics import PER_USER_AUC_NAME
 
 PER_USER_AUC_CLASS = "PerUserAUC"
+BASELINE_METRICS_FILE = "metrics.json"      # in BaselineGen's artifact: the baselines' metrics
+BASELINE_GATE_FILE = "baseline_gate.json"   # in the Evaluator's: the per-user AUC bound and its source
 METRICS_MODULE = "tfx_pipeline.metrics"
 
 

@@ -10,7 +10,7 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
 from tfx_pipeline import features as F
-from tfx_pipeline.evaluation import load_metrics
+from tfx_pipeline.evaluation import BASELINE_GATE_FILE, BASELINE_METRICS_FILE, load_metrics
 from tfx_pipeline.local_runner import paths
 
 
@@ -113,13 +113,13 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
         failures.append(f"{f.metric_key.name}{' (change vs baseline)' if f.metric_key.is_diff else ''}"
                         f" = {f.metric_value.double_value.value:.4f}: {f.message}")
     summary["validation_failures"] = failures
-    gate_file = os.path.join(evaluation.uri, "baseline_gate.json")
+    gate_file = os.path.join(evaluation.uri, BASELINE_GATE_FILE)
     if os.path.exists(gate_file):
       with open(gate_file) as f:
         summary["baseline_gate"] = json.load(f)
   baselines = latest("cscnn.Baselines")
-  if baselines is not None and os.path.exists(os.path.join(baselines.uri, "metrics.json")):
-    with open(os.path.join(baselines.uri, "metrics.json")) as f:
+  if baselines is not None and os.path.exists(os.path.join(baselines.uri, BASELINE_METRICS_FILE)):
+    with open(os.path.join(baselines.uri, BASELINE_METRICS_FILE)) as f:
       b = json.load(f)
     summary["baselines"] = {"best": b["best"], "best_per_user_auc": b["best_per_user_auc"],
                             "metrics": b["metrics"], "uri": baselines.uri}
