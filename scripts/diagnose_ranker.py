@@ -35,6 +35,32 @@ def per_user_auc(users, labels, scores) -> float:
   return float(np.mean([a for a in aucs if a is not None]))
 
 
+def history_ads(tr, ev, length, seed):
+  """Per row, up to `length` of the user's training positives (ids into a vocabulary of all
+  training ads, 0 = padding), the row's own ad left out of a training positive's history."""
+  pos = tr[tr.label == 1]
+  vocab = {a: i + 1 for i, a in enumerate(sorted(pos.ad_id.astype(str).unique()))}
+  rng = np.random.default_rng(seed)
+  per_user = {}
+  for u, g in pos.groupby("user_id"):
+    ads = g.ad_id.astype(str).values.copy()
+    rng.shuffle(ads)
+    per_user[u] = [vocab[a] for a in ads[:length + 1]]
+
+  def rows(df, leave_out):
+    out = np.zeros((len(df), length), np.int64)
+    for i, (u, a, y) in enumerate(zip(df.user_id.values, df.ad_id.astype(str).values, df.label.values)):
+      h = per_user.get(u, [])
+      if leave_out and y == 1 and vocab.get(a) in h[:length]:
+        h = [x for x in h if x != vocab[a]]
+      h = h[:length]
+      out[i, :len(h)] = h
+    return out
+
+  cand = lambda df: df.ad_id.astype(str).map(vocab).fillna(0).astype(np.int64).values  # noqa: E731
+  return rows(tr, True), rows(ev, False), cand(tr), cand(ev), len(vocab) + 1
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--data", required=True, help="a pre-split data folder (impressions/train, impressions/eval)")
@@ -42,13 +68,17 @@ def main(argv=None) -> int:
   ap.add_argument("--ad-min-count", type=int, default=20)
   ap.add_argument("--statistics", action="store_true")
   ap.add_argument("--dropout", type=float, default=0.0)
+  ap.add_argument("--history-ads", type=int, default=0)
+  ap.add_argument("--history-dim", type=int, default=8)
+  ap.add_argument("--history-pool", choices=("attention", "dot"), default="attention")
+  ap.add_argument("--l2", type=float, default=0.0, help="L2 on the id embeddings (per looked-up row)")
   ap.add_argument("--epochs", type=int, default=3)
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
 
   import keras  # pylint: disable=import-outside-toplevel
   from models import baselines as B  # pylint: disable=import-outside-toplevel
-  from models.layers import CrossNet, PooledEmbedding  # pylint: disable=import-outside-toplevel
+  from models.layers import CrossNet, PooledEmbedding, TargetAttention  # pylint: disable=import-outside-toplevel
 
   keras.utils.set_random_seed(args.seed)
   tr = pd.read_csv(f"{args.data}/impressions/train/impressions.csv")
@@ -71,6 +101,9 @@ def main(argv=None) -> int:
     return x
 
   xtr, xev = encode(tr), encode(ev)
+  if args.history_ads:
+    (xtr["clicked_ads"], xev["clicked_ads"], xtr["candidate_ad"], xev["candidate_ad"],
+     n_hist) = history_ads(tr, ev, args.history_ads, args.seed)
   if args.statistics:
     users = pd.Index(sorted(set(tr.user_id)))
     ads = pd.Index(sorted(set(tr.ad_id) | set(ev.ad_id)))
@@ -91,6 +124,14 @@ def main(argv=None) -> int:
   parts.append(PooledEmbedding(len(cat_vocab) + 1, 4, padding_id=0)(inputs["clicked_categories"]))
   if args.statistics:
     parts.append(inputs["statistics"])
+  if args.history_ads:
+    if args.history_pool == "attention":
+      parts.append(TargetAttention(n_hist, n_hist, dim=args.history_dim, padding_id=0)(
+          (inputs["candidate_ad"], inputs["clicked_ads"])))
+    else:
+      q = keras.layers.Embedding(n_hist, args.history_dim)(inputs["candidate_ad"])
+      k = PooledEmbedding(n_hist, args.history_dim, padding_id=0)(inputs["clicked_ads"])
+      parts += [k, keras.layers.Dot(axes=1)([q, k])]
   x = keras.layers.Concatenate()(parts)
   if args.dropout:
     x = keras.layers.Dropout(args.dropout)(x)
