@@ -18,7 +18,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 
-from models.layers import CrossNet, PooledEmbedding, TargetAttention
+from models.layers import CrossNet, HistoryMatch, PooledEmbedding, TargetAttention
 from tfx_pipeline.features import MULTI, Feature, transformed_name
 
 OUTPUT_KEY = "ctr"
@@ -39,6 +39,10 @@ class DCNConfig:
   # (candidate feature, history feature) pairs pooled by target attention (models.layers.
   # TargetAttention) into x_nv; () = the paper's DCN.
   target_attention: Tuple[Tuple[str, str], ...] = ()
+  # (candidate feature, history feature) pairs scored by models.layers.HistoryMatch (the
+  # candidate's dot product with the mean of the history, dim history_match_dim) into x_nv.
+  history_match: Tuple[Tuple[str, str], ...] = ()
+  history_match_dim: int = 16
 
   def __post_init__(self):
     if self.embedding_dim < 1:
@@ -51,9 +55,12 @@ class DCNConfig:
       raise ValueError(f"output_units must be positive, got {self.output_units}")
     if not self.learning_rate > 0 and self.learning_rate != 0:
       raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
-    for pair in self.target_attention:
-      if len(pair) != 2:
-        raise ValueError(f"target_attention takes (candidate, history) feature pairs, got {pair!r}")
+    for name in ("target_attention", "history_match"):
+      for pair in getattr(self, name):
+        if len(pair) != 2:
+          raise ValueError(f"{name} takes (candidate, history) feature pairs, got {pair!r}")
+    if self.history_match_dim < 1:
+      raise ValueError(f"history_match_dim must be >= 1, got {self.history_match_dim}")
 
   @classmethod
   def from_dict(cls, d: Mapping[str, object]) -> "DCNConfig":
@@ -87,14 +94,20 @@ def build_embedding(inputs: Mapping[str, keras.KerasTensor], features: Sequence[
     else:
       parts.append(keras.layers.Embedding(id_space[f.name], dim, name=f"emb_{f.name}")(x))
   by_name = {f.name: f for f in features}
-  for query, history in config.target_attention:
+  pairs = [("target_attention", q, h) for q, h in config.target_attention]
+  pairs += [("history_match", q, h) for q, h in config.history_match]
+  for what, query, history in pairs:
     for name, kind in ((query, None), (history, MULTI)):
       if name not in by_name or (kind is not None and by_name[name].kind != kind):
-        raise ValueError(f"target_attention ({query!r}, {history!r}): {name!r} is not a "
+        raise ValueError(f"{what} ({query!r}, {history!r}): {name!r} is not a "
                          f"{'multi-valued ' if kind else ''}feature of this model")
-    parts.append(TargetAttention(id_space[query], id_space[history], padding_id=by_name[history].padding_id,
-                                 name=f"target_attention_{query}_{history}")(
-        (inputs[transformed_name(query)], inputs[transformed_name(history)])))
+    if what == "target_attention":
+      layer = TargetAttention(id_space[query], id_space[history], padding_id=by_name[history].padding_id,
+                              name=f"target_attention_{query}_{history}")
+    else:
+      layer = HistoryMatch(id_space[query], id_space[history], dim=config.history_match_dim,
+                           padding_id=by_name[history].padding_id, name=f"history_match_{query}_{history}")
+    parts.append(layer((inputs[transformed_name(query)], inputs[transformed_name(history)])))
   return keras.layers.Concatenate(name="x_nv")(parts)
 
 

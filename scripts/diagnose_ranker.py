@@ -72,6 +72,10 @@ def main(argv=None) -> int:
   ap.add_argument("--history-dim", type=int, default=8)
   ap.add_argument("--history-pool", choices=("attention", "dot"), default="attention")
   ap.add_argument("--l2", type=float, default=0.0, help="L2 on the id embeddings (per looked-up row)")
+  ap.add_argument("--drop", nargs="*", default=(), choices=CATEGORICAL, help="leave these features out")
+  ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's decoupled weight decay")
+  ap.add_argument("--history-query", choices=("ad_id", "candidate_ad"), default="candidate_ad",
+                  help="the dot's candidate ids: ad_id's vocabulary (--ad-min-count) or the history's")
   ap.add_argument("--epochs", type=int, default=3)
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
 
   inputs = {k: keras.Input(v.shape[1:], dtype=v.dtype, name=k) for k, v in xtr.items()}
   parts = [keras.layers.Embedding(len(vocab[c]) + 1, args.id_dim if c in ("user_id", "ad_id") else 4)(inputs[c])
-           for c in CATEGORICAL]
+           for c in CATEGORICAL if c not in args.drop]
   parts.append(PooledEmbedding(len(cat_vocab) + 1, 4, padding_id=0)(inputs["clicked_categories"]))
   if args.statistics:
     parts.append(inputs["statistics"])
@@ -129,7 +133,8 @@ def main(argv=None) -> int:
       parts.append(TargetAttention(n_hist, n_hist, dim=args.history_dim, padding_id=0)(
           (inputs["candidate_ad"], inputs["clicked_ads"])))
     else:
-      q = keras.layers.Embedding(n_hist, args.history_dim)(inputs["candidate_ad"])
+      q_vocab = n_hist if args.history_query == "candidate_ad" else len(vocab["ad_id"]) + 1
+      q = keras.layers.Embedding(q_vocab, args.history_dim)(inputs[args.history_query])
       k = PooledEmbedding(n_hist, args.history_dim, padding_id=0)(inputs["clicked_ads"])
       parts += [k, keras.layers.Dot(axes=1)([q, k])]
   x = keras.layers.Concatenate()(parts)
@@ -140,7 +145,8 @@ def main(argv=None) -> int:
     h = keras.layers.Dense(units, activation="relu")(h)
   o = keras.layers.Dense(128, activation="relu")(keras.layers.Concatenate()([h, CrossNet(3)(x)]))
   model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(o))
-  model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+  model.compile(keras.optimizers.AdamW(1e-3, weight_decay=args.weight_decay) if args.weight_decay
+                else keras.optimizers.Adam(1e-3), "binary_crossentropy")
 
   rng = np.random.default_rng(args.seed)
   some = set(rng.choice(tr.user_id.unique(), size=min(2000, tr.user_id.nunique()), replace=False))

@@ -117,3 +117,27 @@ def test_target_attention_matches_numpy_masks_padding_and_round_trips(tmp_path):
   np.testing.assert_allclose(np.asarray(keras.models.load_model(path)([q, h])), got, rtol=1e-6)
   with pytest.raises(ValueError, match="dim must be >= 1"):
     TargetAttention(5, 6, dim=0)
+
+
+def test_history_match_is_the_dot_of_the_candidate_and_the_mean_history_and_round_trips(tmp_path):
+  from models.layers import HistoryMatch
+  layer = HistoryMatch(query_vocab=3, history_vocab=4, dim=2, padding_id=0)
+  layer.build(None)
+  layer.query_embeddings.assign(np.array([[0, 0], [1, 2], [-1, 1]], np.float32))
+  layer.history_embeddings.assign(np.array([[100, 100], [1, 0], [0, 3], [2, 2]], np.float32))
+  q = np.array([1, 2, 1], np.int64)
+  h = np.array([[1, 2, 0], [3, 3, 1], [0, 0, 0]], np.int64)     # padding, a repeat, all padding
+  got = np.asarray(layer((q, h)))
+  # row 0: m = ([1,0] + [0,3]) / 2 = [0.5, 1.5], Q[1].m = 0.5 + 3 = 3.5
+  # row 1: m = ([2,2] + [2,2] + [1,0]) / 3 = [5/3, 4/3], Q[2].m = -5/3 + 4/3 = -1/3
+  # row 2: no history: m = 0, score 0 (the padding row's [100, 100] never counts)
+  np.testing.assert_allclose(got, [[0.5, 1.5, 3.5], [5 / 3, 4 / 3, -1 / 3], [0, 0, 0]], rtol=1e-6)
+  qi, hi = keras.Input((), dtype="int64"), keras.Input((3,), dtype="int64")
+  model = keras.Model([qi, hi], layer((qi, hi)))
+  path = str(tmp_path / "hm.keras")
+  model.save(path)
+  np.testing.assert_allclose(np.asarray(keras.models.load_model(path)([q, h])), got, rtol=1e-6)
+  with pytest.raises(ValueError, match="dim must be >= 1"):
+    HistoryMatch(3, 4, dim=0)
+  with pytest.raises(ValueError, match="padding_id"):
+    HistoryMatch(3, 4, padding_id=4)

@@ -13,6 +13,9 @@ Kinds
 - ``multi``: a space-separated list of tokens (query words, title words, recently clicked
   categories). Transform maps each token as above, shifts ids by one so that 0 is padding, and
   pads / truncates to ``max_len``. The model mean-pools the embeddings of non-padding tokens.
+  An empty list is written as the token ``EMPTY_LIST`` (``_``): every column has a value in
+  every row (an empty CSV field is a missing feature, which ExampleValidator rejects), and
+  Transform drops that token, so the list becomes all padding.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ LABEL_KEY = "label"
 USER_KEY = "user_id"           # per-user AUC (eq. 13) groups by it
 CATEGORY_KEY = "category_id"   # the slicing feature and the CSCNN category input
 AD_KEY = "ad_id"               # how the visual vector x_v is looked up at serving time
+CLICKED_ADS_KEY = "clicked_ads"  # the user's history of clicked ads (values of AD_KEY)
+
+EMPTY_LIST = "_"              # a multi-valued feature's value when it has no tokens
 
 CATEGORICAL = "categorical"
 MULTI = "multi"
@@ -111,6 +117,10 @@ FEATURES: Tuple[Feature, ...] = (
     Feature("title_words", MULTI, str, max_len=6, oov_buckets=5, description="ad title words"),
     Feature("clicked_categories", MULTI, str, max_len=5,
             description="categories of the user's recent clicks"),
+    Feature(CLICKED_ADS_KEY, MULTI, str, max_len=50,
+            description="ads the user clicked before this impression, most recent first (never the "
+                        "impression's own ad and label); the history that HistoryMatch scores the ad "
+                        "against"),
 )
 
 FEATURES_BY_NAME = {f.name: f for f in FEATURES}

@@ -64,6 +64,7 @@ def preprocessing_fn(inputs, custom_config=None):
     x = _to_string(_dense_1d(inputs[f.name]))
     if f.kind == F.MULTI:
       tokens = tf.strings.split(x)                      # ragged [B, None]
+      tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, F.EMPTY_LIST))
       ids = tf.ragged.map_flat_values(lambda t, f=f: _ids(f, t) + 1, tokens)   # 0 = padding
       ids = ids.to_tensor(default_value=0, shape=[None, f.max_len])
     else:
