@@ -108,13 +108,18 @@ def main(argv=None) -> int:
   if args.history_ads:
     (xtr["clicked_ads"], xev["clicked_ads"], xtr["candidate_ad"], xev["candidate_ad"],
      n_hist) = history_ads(tr, ev, args.history_ads, args.seed)
+  users = pd.Index(sorted(set(tr.user_id)))
+  ads = pd.Index(sorted(set(tr.ad_id) | set(ev.ad_id)))
+  cats_ix = pd.Index(sorted(set(tr.category_id) | set(ev.category_id)))
+  ids = lambda df: (users.get_indexer(df.user_id), ads.get_indexer(df.ad_id).astype(np.int64) + 1,  # noqa: E731
+                    cats_ix.get_indexer(df.category_id))
+  tables = B.fit_baselines(*ids(tr), tr.label.values, len(users), len(cats_ix))
+  c_ev = B.counts_numpy(tables, *ids(ev))
+  top = tables.ad_positives.max()
+  print("baselines, eval per-user AUC: " + ", ".join(
+      f"{k} {per_user_auc(ev.user_id.values, ev.label.values, np.asarray(B.score(k, c_ev, tables.blend_weights, top))):.4f}"
+      for k in B.KINDS), flush=True)
   if args.statistics:
-    users = pd.Index(sorted(set(tr.user_id)))
-    ads = pd.Index(sorted(set(tr.ad_id) | set(ev.ad_id)))
-    cats_ix = pd.Index(sorted(set(tr.category_id) | set(ev.category_id)))
-    ids = lambda df: (users.get_indexer(df.user_id), ads.get_indexer(df.ad_id).astype(np.int64) + 1,  # noqa: E731
-                      cats_ix.get_indexer(df.category_id))
-    tables = B.fit_baselines(*ids(tr), tr.label.values, len(users), len(cats_ix))
     for x, df, loo in ((xtr, tr, True), (xev, ev, False)):
       c = B.counts_numpy(tables, *ids(df), labels=df.label.values if loo else None)
       x["statistics"] = np.stack([np.asarray(v) for v in B.blend_features(c)], 1)[:, 1:].astype(np.float32)

@@ -27,17 +27,23 @@ def _relu(v):
   return np.maximum(v, 0)
 
 
-def _numpy_forward(model, x, visual=None):
+def _mean_pool(table, ids):
+  mask = (ids != 0).astype("float32")[..., None]
+  return (table[ids] * mask).sum(1) / np.maximum(mask.sum(1), 1)
+
+
+def _numpy_forward(model, x, visual=None, history_match=()):
   """Eq. 7, 3, 4, 5, 6 written out in numpy from the model's weights."""
   parts = []
   for f in F.FEATURES:
     table = model.get_layer(f"emb_{f.name}").get_weights()[0]
     ids = x[F.transformed_name(f.name)]
-    if f.kind == F.MULTI:
-      mask = (ids != 0).astype("float32")[..., None]
-      parts.append((table[ids] * mask).sum(1) / np.maximum(mask.sum(1), 1))
-    else:
-      parts.append(table[ids])
+    parts.append(_mean_pool(table, ids) if f.kind == F.MULTI else table[ids])
+  for query, history in history_match:                        # [m, q . m], m the mean history
+    q_table, h_table = model.get_layer(f"history_match_{query}_{history}").get_weights()
+    m = _mean_pool(h_table, x[F.transformed_name(history)])
+    q = q_table[x[F.transformed_name(query)]]
+    parts += [m, (q * m).sum(1, keepdims=True)]
   x_nv = np.concatenate(parts, axis=1)
   w, b = model.get_layer("deep_0").get_weights()
   h = _relu(x_nv @ w + b)
@@ -91,6 +97,22 @@ def test_visual_seam_joins_h1():
   x["x_v_in"] = rng.normal(size=(4, 150)).astype("float32")
   np.testing.assert_allclose(np.asarray(model(x)), _numpy_forward(model, x, x["x_v_in"]),
                              rtol=1e-4, atol=1e-6)
+
+
+def test_history_match_joins_x_nv():
+  pairs = (("ad_id", F.CLICKED_ADS_KEY),)
+  config = DCNConfig(embedding_dim=3, cross_layers=3, deep_units=(8, 6, 5), output_units=(4,),
+                     history_match=pairs, history_match_dim=2)
+  model = build_ctr_model(F.FEATURES, _id_space(), config)
+  assert model.get_layer("x_nv").output.shape[-1] == 3 * len(F.FEATURES) + 2 + 1
+  rng = np.random.default_rng(2)
+  _randomise(model, rng)
+  x = _random_inputs(rng)
+  x[F.transformed_name(F.CLICKED_ADS_KEY)][0] = 0                 # an empty history
+  np.testing.assert_allclose(np.asarray(model(x)), _numpy_forward(model, x, history_match=pairs),
+                             rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="'user_id' is not a multi-valued feature"):
+    build_ctr_model(F.FEATURES, _id_space(), DCNConfig(history_match=(("ad_id", "user_id"),)))
 
 
 def test_config_validation():
