@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(DIN's unit, models/layers.py) into x_nv")
   r.add_argument("--history-match", action=argparse.BooleanOptionalAction, default=True,
                  help="score the ad against the user's clicked ads (FISM's dot product, models/layers.py "
-                      "HistoryMatch) into x_nv; --no-history-match: the paper's DCN inputs only")
+                      "HistoryMatch) into x_nv; --no-history-match: clicked_ads is mean-pooled like any "
+                      "multi-valued feature, nothing more")
   r.add_argument("--seed", type=int, default=0, help="the trainer's seed: initial weights and shuffling")
   r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
                  help="the Evaluator blesses (and the Pusher pushes) a model only with eval AUC >= this")
