@@ -2,8 +2,10 @@
 Examples artifact (split ``catalog``, gzipped TFRecords of tf.Example), validated row by row.
 
 Input: ``ads.csv`` with at least ``ad_id``, ``category_id``, ``image`` (a path relative to the
-data root, or absolute). Every image is decoded, converted to RGB and resized to
-``image_size`` x ``image_size`` (bilinear), and stored re-encoded as PNG in the feature
+data root, or absolute). Every image is decoded, converted to RGB and fitted into
+``image_size`` x ``image_size`` (bilinear; the aspect ratio is kept and a non-square image is
+padded with grey, centred, so portrait posters are not squashed), and stored re-encoded as PNG
+in the feature
 ``image``. Output features: ``ad_id`` (bytes), ``category_id`` (int64), ``image`` (PNG bytes),
 ``image_ok`` (1, or 0 for a fallback image).
 
@@ -30,6 +32,7 @@ IMAGE_FEATURE = "image"
 IMAGE_OK_FEATURE = "image_ok"
 REQUIRED_COLUMNS = (F.AD_KEY, F.CATEGORY_KEY, IMAGE_FEATURE)
 ON_BAD_IMAGE = ("error", "blank")
+PAD_COLOUR = (128, 128, 128)     # the border of a non-square image, and the blank fallback image
 
 
 class CatalogError(ValueError):
@@ -37,10 +40,11 @@ class CatalogError(ValueError):
 
 
 def load_image(path: str, image_size: int) -> bytes:
-  """Decodes `path`, converts to RGB, resizes to image_size^2; returns PNG bytes.
+  """Decodes `path`, converts to RGB, fits it into image_size^2 (aspect ratio kept, the rest
+  padded grey, centred); returns PNG bytes.
 
   Raises CatalogError with the reason for a missing, empty or corrupt file."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+  from PIL import Image, ImageOps, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
   if not os.path.exists(path):
     raise CatalogError(f"image file {path} does not exist")
   if os.path.getsize(path) == 0:
@@ -52,7 +56,7 @@ def load_image(path: str, image_size: int) -> bytes:
   except (UnidentifiedImageError, OSError, ValueError) as e:
     raise CatalogError(f"image file {path} cannot be decoded: {e}") from e
   if rgb.size != (image_size, image_size):
-    rgb = rgb.resize((image_size, image_size), Image.BILINEAR)
+    rgb = ImageOps.pad(rgb, (image_size, image_size), method=Image.BILINEAR, color=PAD_COLOUR)
   buf = io.BytesIO()
   rgb.save(buf, format="PNG")
   return buf.getvalue()
@@ -61,7 +65,7 @@ def load_image(path: str, image_size: int) -> bytes:
 def blank_image(image_size: int) -> bytes:
   from PIL import Image  # pylint: disable=import-outside-toplevel
   buf = io.BytesIO()
-  Image.new("RGB", (image_size, image_size), (128, 128, 128)).save(buf, format="PNG")
+  Image.new("RGB", (image_size, image_size), PAD_COLOUR).save(buf, format="PNG")
   return buf.getvalue()
 
 

@@ -34,6 +34,16 @@ def test_reads_and_resizes(tmp_path):
   assert img.shape == (8, 8, 3) and tuple(img[0, 0]) == (0, 0, 255)
 
 
+def test_a_portrait_image_is_padded_not_squashed(tmp_path):
+  buf = io.BytesIO()
+  Image.new("RGB", (20, 40), (0, 0, 255)).save(buf, format="PNG")       # 1:2, like a poster
+  (row,) = read_catalog(_catalog(tmp_path, {"p": buf.getvalue()}), str(tmp_path), image_size=8)
+  img = np.asarray(Image.open(io.BytesIO(row[2]))).astype(int)
+  # 20 x 40 fits into 8 x 8 as 4 x 8, centred: columns 0-1 and 6-7 are the grey border
+  assert np.all(img[:, :2] == 128) and np.all(img[:, 6:] == 128)
+  assert np.all(img[:, 2:6] == (0, 0, 255))
+
+
 @pytest.mark.parametrize("content, reason", [
     (None, "does not exist"), (b"", "is empty"), (b"not a png at all", "cannot be decoded")])
 def test_bad_image_names_the_ad(tmp_path, content, reason):
