@@ -2,7 +2,8 @@
 (e.g. `cscnn data movielens`), its train and eval per-user AUC (eq. 13) after every epoch,
 beside the heuristic baselines of `models.baselines` on the same rows.
 
-One knob per run, the rest as the pipeline's DCN (features of `tfx_pipeline.features`, d_e = 4,
+One knob per run, the rest as the pipeline's DCN without its history match (the features of
+`tfx_pipeline.features` but the CSV's clicked_ads, which --history-ads builds here; d_e = 4,
 1024-512-256 deep part, 3 cross layers, Adam 1e-3, batch 256, point-wise log loss):
 
     bin/env python scripts/diagnose_ranker.py --data /tmp/ml [--id-dim 16] [--ad-min-count 1]
@@ -12,9 +13,17 @@ One knob per run, the rest as the pipeline's DCN (features of `tfx_pipeline.feat
   --ad-min-count N  ads with fewer training rows share one id (the pipeline: 20)
   --statistics      the baselines' leave-one-out counts as four more inputs (standardised)
   --dropout P       dropout on x_nv
+  --history-ads L   per row, L of the user's other training positives (the row's own ad left out),
+                    pooled into x_nv by --history-pool attention (DIN's unit) or dot (FISM's
+                    candidate . mean-history, what the pipeline's HistoryMatch does), tables of
+                    --history-dim; --history-query ad_id scores the candidate by its ad-id
+                    vocabulary (--ad-min-count) instead of the history's
+  --drop F [F ...]  leave these categorical features out (e.g. user_id)
+  --weight-decay W  AdamW's decoupled weight decay instead of Adam
 
 Ids are exact vocabularies of the training split (0 = unknown), as Transform makes them. The
-training negatives are the data set's (`cscnn data movielens --negatives K`). Prints one line
+training negatives are the data set's (`cscnn data movielens --negatives K`). Prints the
+baselines' eval per-user AUC (`models.baselines`, fitted on the training rows), then one line
 per epoch: train per-user AUC (on up to 2,000 training users' rows), eval per-user AUC.
 """
 
