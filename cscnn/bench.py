@@ -121,7 +121,7 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
   for key, b, a, g, d in configs:
     keras.utils.set_random_seed(0)
     variant = {"none": "finetune"}.get(a, a)
-    model = build_model(F.FEATURES, sizes, DCNConfig(history_match=(C.HISTORY_MATCH,)),
+    model = build_model(F.FEATURES, sizes, DCNConfig(),
                         VisualConfig(variant, b, image_size=image_size, dedup=d))
     x, y, unique = _batch(batch, g, image_size, id_space, rng)
     for _ in range(warmup):

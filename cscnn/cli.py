@@ -53,8 +53,6 @@ def _trainer_config(args):
   if args.target_attention:
     from tfx_pipeline import configs
     model["target_attention"] = [list(configs.TARGET_ATTENTION)]
-  if not args.history_match:
-    model["history_match"] = []
   visual = {"backbone": args.backbone}
   for key in ("attention", "channel_prior", "spatial_prior", "attention_layers"):
     if getattr(args, key) is not None:
@@ -443,10 +441,6 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--target-attention", action="store_true",
                  help="pool the user's clicked categories by target attention from the ad's category "
                       "(DIN's unit, models/layers.py) into x_nv")
-  r.add_argument("--history-match", action=argparse.BooleanOptionalAction, default=True,
-                 help="score the ad against the user's clicked ads (FISM's dot product, models/layers.py "
-                      "HistoryMatch) into x_nv; --no-history-match: clicked_ads is mean-pooled like any "
-                      "multi-valued feature, nothing more")
   r.add_argument("--seed", type=int, default=0, help="the trainer's seed: initial weights and shuffling")
   r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
                  help="the Evaluator blesses (and the Pusher pushes) a model only with eval AUC >= this")

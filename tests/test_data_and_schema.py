@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import quadrant_colours
 
-from cscnn.data.sample import COLOURS, SampleConfig, clicked_ads_before, generate
+from cscnn.data.sample import COLOURS, SampleConfig, generate
 from tfx_pipeline import features as F
 from tfx_pipeline.input_check import InputDataError, check_impressions
 from tfx_pipeline.schema import SCHEMA_PATH, schema_text
@@ -62,27 +62,6 @@ def test_files_and_images(sample):
   img = Image.open(out / ads[0]["image"])
   assert img.format == "PNG" and img.size == (32, 32) and img.mode == "RGB"
   assert summary["cold_ads_lt5"] > 0, "the popularity tail must leave cold ads"
-
-
-def test_clicked_ads_before_is_each_users_past_clicks_most_recent_first():
-  users = np.array([0, 1, 0, 0, 1, 0, 0])
-  ads = np.array([10, 20, 11, 12, 21, 13, 14])
-  labels = np.array([1, 1, 0, 1, 1, 1, 0])
-  assert clicked_ads_before(users, ads, labels, 2) == [
-      [], [], [10], [10], [20], [12, 10], [13, 12]]   # own row never; unclicked 11 never; cut to 2
-
-
-def test_sample_clicked_ads_are_earlier_clicks_of_the_same_user(sample):
-  out, _ = sample
-  with open(out / "impressions" / "impressions.csv") as f:
-    rows = list(csv.DictReader(f))
-  clicked = {}
-  for r in rows[:3000]:
-    past = clicked.setdefault(r["user_id"], [])
-    expected = past[::-1][:F.FEATURES_BY_NAME[F.CLICKED_ADS_KEY].max_len]
-    assert r[F.CLICKED_ADS_KEY] == (" ".join(expected) or F.EMPTY_LIST)
-    if r[F.LABEL_KEY] == "1":
-      past.append(r[F.AD_KEY])
 
 
 def test_clicks_depend_on_category_specific_visual_properties(sample):
@@ -187,7 +166,7 @@ def _write(tmp_path, text):
 def _good_row(**overrides):
   row = {"label": "1", "user_id": "u1", "user_city": "c", "user_age": "2", "ad_id": "a",
          "category_id": "1", "brand_id": "b", "hour": "3", "weekday": "1", "query_words": "q",
-         "title_words": "t", "clicked_categories": "1 2", "clicked_ads": "a b"}
+         "title_words": "t", "clicked_categories": "1 2"}
   row.update(overrides)
   return ",".join(row[c] for c in F.RAW_COLUMNS)
 
@@ -201,7 +180,7 @@ def test_input_check_accepts_good_rows(tmp_path):
     (_good_row(hour="noon"), r"impressions.csv:3: field 'hour' must be an integer, got 'noon'"),
     (_good_row(label="2"), r"impressions.csv:3: field 'label' must be 0 or 1"),
     (_good_row(ad_id=""), r"impressions.csv:3: field 'ad_id' is empty"),
-    (_good_row() + ",extra", rf"impressions.csv:3: {len(F.RAW_COLUMNS) + 1} fields, header has {len(F.RAW_COLUMNS)}"),
+    (_good_row() + ",extra", r"impressions.csv:3: 13 fields, header has 12"),
 ])
 def test_input_check_names_file_line_and_field(tmp_path, row, expected):
   root = _write(tmp_path, ",".join(F.RAW_COLUMNS) + "\n" + _good_row() + "\n" + row + "\n")

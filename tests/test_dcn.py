@@ -100,7 +100,7 @@ def test_visual_seam_joins_h1():
 
 
 def test_history_match_joins_x_nv():
-  pairs = (("ad_id", F.CLICKED_ADS_KEY),)
+  pairs = (("category_id", "clicked_categories"),)
   config = DCNConfig(embedding_dim=3, cross_layers=3, deep_units=(8, 6, 5), output_units=(4,),
                      history_match=pairs, history_match_dim=2)
   model = build_ctr_model(F.FEATURES, _id_space(), config)
@@ -108,7 +108,7 @@ def test_history_match_joins_x_nv():
   rng = np.random.default_rng(2)
   _randomise(model, rng)
   x = _random_inputs(rng)
-  x[F.transformed_name(F.CLICKED_ADS_KEY)][0] = 0                 # an empty history
+  x[F.transformed_name("clicked_categories")][0] = 0              # an empty history
   np.testing.assert_allclose(np.asarray(model(x)), _numpy_forward(model, x, history_match=pairs),
                              rtol=1e-4, atol=1e-6)
   with pytest.raises(ValueError, match="'user_id' is not a multi-valued feature"):

@@ -15,7 +15,7 @@ from tfx_pipeline.input_check import InputDataError, check_impressions, detect_l
 
 ROW = {F.LABEL_KEY: "1", "user_id": "u1", "user_city": "c1", "user_age": "2", F.AD_KEY: "a1",
        F.CATEGORY_KEY: "3", "brand_id": "b1", "hour": "0", "weekday": "0", "query_words": "",
-       "title_words": "t1 t2", "clicked_categories": "3 1", "clicked_ads": "a1"}
+       "title_words": "t1 t2", "clicked_categories": "3 1"}
 
 
 def _write(path, rows):

@@ -14,17 +14,16 @@ from tfx_pipeline.preprocessing import id_space, preprocessing_fn
 from tfx_pipeline.schema import make_schema
 
 
-def _row(label, user, ad, cat, query="q1 q2", title="t1", clicked="1 2", ads=b"a1 a2"):
+def _row(label, user, ad, cat, query="q1 q2", title="t1", clicked="1 2"):
   return {"label": [label], "user_id": [user], "user_city": [b"c1"], "user_age": [2],
           "ad_id": [ad], "category_id": [cat], "brand_id": [b"b1"], "hour": [3], "weekday": [1],
-          "query_words": [query], "title_words": [title], "clicked_categories": [clicked],
-          F.CLICKED_ADS_KEY: [ads]}
+          "query_words": [query], "title_words": [title], "clicked_categories": [clicked]}
 
 
 N_A1 = max(6, F.FEATURES_BY_NAME["ad_id"].min_count)   # a1 clears the ad id's frequency control
 TRAIN = ([_row(1, b"u1", b"a1", 1)] * N_A1 + [_row(0, b"u2", b"a2", 2, title="t1 t2 t3 t4 t5 t6 t7 t8")] * 2
          + [_row(0, b"u1", b"a3", 1, query="", clicked="")])
-TEST = [_row(0, b"u_new", b"a_new", 9, ads=F.EMPTY_LIST.encode()), _row(1, b"u1", b"a1", 1, ads=b"a2 _ a9")]
+TEST = [_row(0, b"u_new", b"a_new", 9, clicked=F.EMPTY_LIST.encode()), _row(1, b"u1", b"a1", 1, clicked=b"2 _ 77")]
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +66,9 @@ def test_multi_valued_features_are_padded_and_truncated(transformed):
 def test_the_empty_list_token_is_padding_not_a_value(transformed):
   test, sizes = transformed
   new, known = test
-  history = F.transformed_name(F.CLICKED_ADS_KEY)
+  history = F.transformed_name("clicked_categories")
   assert np.all(new[history] == 0)                                   # "_": nothing, all padding
-  # "a2 _ a9": a2 (in the vocabulary) and a9 (unknown: an OOV id, not padding); "_" dropped
+  # "2 _ 77": 2 (in the vocabulary) and 77 (unknown: an OOV id, not padding); "_" dropped
   assert known[history][0] > 0 and known[history][1] > 0 and np.all(known[history][2:] == 0)
   assert known[history][0] != known[history][1]
 

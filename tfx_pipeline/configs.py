@@ -28,10 +28,6 @@ IMPRESSIONS_PER_AD = 10         # G: up to G impressions of one ad share a batch
 
 # `pipeline run --target-attention`: the ad's category attends over the user's clicked categories.
 TARGET_ATTENTION = ("category_id", "clicked_categories")
-# The trainer's default (`pipeline run --no-history-match` turns it off): the ad is scored against
-# the user's clicked ads by models.layers.HistoryMatch (docs/benchmarks.md: it takes the DCN from
-# below the item-kNN blend to level with it on MovieLens-1M).
-HISTORY_MATCH = ("ad_id", "clicked_ads")
 
 # Trainer.
 TRAIN_STEPS = 1800              # ~9.6 passes over the sample's 48k training rows: the image variants need

@@ -27,7 +27,6 @@ LABEL_KEY = "label"
 USER_KEY = "user_id"           # per-user AUC (eq. 13) groups by it
 CATEGORY_KEY = "category_id"   # the slicing feature and the CSCNN category input
 AD_KEY = "ad_id"               # how the visual vector x_v is looked up at serving time
-CLICKED_ADS_KEY = "clicked_ads"  # the user's history of clicked ads (values of AD_KEY)
 
 EMPTY_LIST = "_"              # a multi-valued feature's value when it has no tokens
 
@@ -117,10 +116,6 @@ FEATURES: Tuple[Feature, ...] = (
     Feature("title_words", MULTI, str, max_len=6, oov_buckets=5, description="ad title words"),
     Feature("clicked_categories", MULTI, str, max_len=5,
             description="categories of the user's recent clicks"),
-    Feature(CLICKED_ADS_KEY, MULTI, str, max_len=50,
-            description="ads the user clicked before this impression, most recent first (never the "
-                        "impression's own ad and label); the history that HistoryMatch scores the ad "
-                        "against"),
 )
 
 FEATURES_BY_NAME = {f.name: f for f in FEATURES}

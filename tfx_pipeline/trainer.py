@@ -175,7 +175,7 @@ def _unique_per_batch(dataset, batches: int = 10) -> float:
 def run_fn(fn_args: tfx.components.FnArgs):
   """Called by the TFX Trainer."""
   custom = fn_args.custom_config or {}
-  dcn = DCNConfig.from_dict({"history_match": [list(configs.HISTORY_MATCH)], **custom.get("model", {})})
+  dcn = DCNConfig.from_dict(custom.get("model", {}))
   visual = VisualConfig.from_dict(custom.get("visual", {"variant": "none"}))
   batch_size = int(custom.get("batch_size", configs.TRAIN_BATCH_SIZE))
   epochs = max(1, int(custom.get("epochs", 3)))

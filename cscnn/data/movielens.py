@@ -58,9 +58,6 @@ Feature mapping onto the fixed schema (``tfx_pipeline/features.py``)
   clicked_categories up to 5 category ids, the most frequent first genres among the user's
                      TRAINING positives (ties: lower id first); held-out movies never count.
                      The same for all the user's rows.
-  clicked_ads        up to 50 of the user's TRAINING positives (``m<MovieID>``) in a random order
-                     fixed per user (no timestamps: no recency); a training positive's own movie is
-                     left out of its row's list (its label must not be in its input).
   Occupation (0-20) is dropped: no schema column fits it and folding it into user_city would
   leave ~420 values for a few hundred users.
 
@@ -261,21 +258,6 @@ def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: 
   return out
 
 
-def clicked_ads(train: np.ndarray, length: int, seed: int, user_id: int) -> np.ndarray:
-  """The user's history of clicked ads: `length` + 1 of their training positives (movie indices)
-  in a random order drawn from their own stream, so that no other draw of the conversion
-  changes. A row uses the first `length`, without its own movie (`history_string`)."""
-  rng = np.random.default_rng([seed, user_id, 1])
-  return rng.permutation(train)[:length + 1]
-
-
-def history_string(history: np.ndarray, own: Optional[int], length: int, names: np.ndarray) -> str:
-  """A row's ``clicked_ads``: `history` without the row's own movie `own` (None: keep all),
-  cut to `length`; ``EMPTY_LIST`` when nothing is left."""
-  kept = [m for m in history.tolist() if m != own][:length]
-  return " ".join(names[kept].tolist()) if kept else F.EMPTY_LIST
-
-
 def clicked_categories(categories: np.ndarray) -> str:
   """Up to 5 category ids, most frequent first (ties: lower id first), space-separated."""
   counts = np.bincount(categories, minlength=len(GENRES) + 1) if len(categories) else np.zeros(1, int)
@@ -367,8 +349,6 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   t0 = time.time()
   train, test, validation = _Rows(), _Rows(), _Rows()
   clicked: List[str] = []
-  histories: List[np.ndarray] = []
-  history_len = F.FEATURES_BY_NAME[F.CLICKED_ADS_KEY].max_len
   train_pos_count = np.zeros(len(catalog), np.int64)
   train_row_count = np.zeros(len(catalog), np.int64)
   without_holdout = 0
@@ -387,7 +367,6 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
     else:
       without_holdout += 1
     clicked.append(clicked_categories(m_cat[s["train"]]))
-    histories.append(clicked_ads(s["train"], history_len, cfg.seed, int(uid)))
     if (u + 1) % 1000 == 0:
       dt = max(time.time() - t0, 1e-9)
       log(f"  split {u + 1:,} of {len(chosen):,} users ({(u + 1) / dt:,.0f} users/s)")
@@ -399,19 +378,16 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   u_age = np.array([users[int(u)][1] for u in chosen], np.int64)
   u_clicked = np.array(clicked, dtype=object)
 
-  def columns(rows: _Rows, shuffle_seed: Optional[int] = None, training: bool = False):
+  def columns(rows: _Rows, shuffle_seed: Optional[int] = None):
     uu, mm, ll = rows.arrays()
     if shuffle_seed is not None:
       perm = np.random.default_rng([cfg.seed, shuffle_seed]).permutation(len(uu))
       uu, mm, ll = uu[perm], mm[perm], ll[perm]
     zeros = np.zeros(len(uu), np.int64)
-    history = np.array([history_string(histories[u], m if training and y else None, history_len, m_ad)
-                        for u, m, y in zip(uu.tolist(), mm.tolist(), ll.tolist())], dtype=object)
     return {F.LABEL_KEY: ll, "user_id": u_id[uu], "user_city": u_city[uu], "user_age": u_age[uu],
             F.AD_KEY: m_ad[mm], F.CATEGORY_KEY: m_cat[mm], "brand_id": m_brand[mm], "hour": zeros,
             "weekday": zeros, "query_words": np.full(len(uu), NO_QUERY, dtype=object),
-            "title_words": m_title[mm], "clicked_categories": u_clicked[uu],
-            F.CLICKED_ADS_KEY: history}, mm, ll
+            "title_words": m_title[mm], "clicked_categories": u_clicked[uu]}, mm, ll
 
   t0 = time.time()
   os.makedirs(out_dir, exist_ok=True)
@@ -419,7 +395,7 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   eval_movies = eval_labels = None
   for name, rows, rel, shuffle in (("train", train, TRAIN_CSV, 1), ("eval", test, EVAL_CSV, None),
                                    ("validation", validation, VALIDATION_CSV, None)):
-    cols, mm, ll = columns(rows, shuffle, training=name == "train")
+    cols, mm, ll = columns(rows, shuffle)
     _write_csv(os.path.join(out_dir, rel), cols, F.RAW_COLUMNS)
     counts[name] = {"rows": int(len(ll)), "positives": int(ll.sum()), "negatives": int(len(ll) - ll.sum())}
     if name == "eval":

@@ -35,9 +35,7 @@ Category-specific visual effect (what CSCNN exists to capture)
 
 Users and context
   * Users have a city (10), an age bucket (6) and an affinity ``a_uk ~ N(0, 1)`` for each
-    category. ``clicked_categories`` holds 3-5 categories drawn from ``softmax(a_u)``;
-    ``clicked_ads`` the ads of the user's earlier clicked impressions (rows are in time order),
-    most recent first, up to 50.
+    category. ``clicked_categories`` holds 3-5 categories drawn from ``softmax(a_u)``.
   * Every impression has an intent category drawn from ``softmax(a_u)``; with probability 0.7
     the ad shown is from that category (by popularity), otherwise any ad. ``query_words`` are
     2-3 words from the intent category's pool.
@@ -62,7 +60,7 @@ import dataclasses
 import io
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -148,21 +146,6 @@ def encode_png(img: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-def clicked_ads_before(users: np.ndarray, ads: np.ndarray, labels: np.ndarray, length: int) -> List[List[int]]:
-  """Per impression (rows in time order), the ads of the same user's earlier clicks, most recent
-  first, up to `length`: the behaviour sequence a log has at impression time."""
-  last: Dict[int, List[int]] = {}
-  out = []
-  for user, ad, label in zip(users.tolist(), ads.tolist(), labels.tolist()):
-    seen = last.setdefault(user, [])
-    out.append(seen[::-1][:length])
-    if label:
-      seen.append(ad)
-      if len(seen) > length:
-        del seen[0]
-  return out
-
-
 def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
   """Writes the sample data set to `out_dir`; returns a summary dict."""
   rng = np.random.default_rng(cfg.seed)
@@ -229,8 +212,6 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
   os.makedirs(os.path.join(out_dir, "ads"), exist_ok=True)
   os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
 
-  history = clicked_ads_before(u, ad, label, F.FEATURES_BY_NAME[F.CLICKED_ADS_KEY].max_len)
-
   imp_path = os.path.join(out_dir, "impressions", "impressions.csv")
   with open(imp_path, "w", newline="") as f:
     w = csv.writer(f, lineterminator="\n")
@@ -247,7 +228,6 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
           "brand_id": f"b{k_of[i] + 1}_{ad_brand[ad[i]]}", "hour": int(hour[i]),
           "weekday": int(weekday[i]), "query_words": query, "title_words": ad_titles[ad[i]],
           "clicked_categories": clicked,
-          F.CLICKED_ADS_KEY: " ".join(ad_ids[a] for a in history[i]) or F.EMPTY_LIST,
       }
       w.writerow([row[c] for c in F.RAW_COLUMNS])
 
