@@ -34,6 +34,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from models.dcn import OUTPUT_KEY as CTR_OUTPUT
 from serving.errors import Internal, InvalidArgument, NotFound, ResourceExhausted, ServingError, Unimplemented
 from serving.model_manager import ModelManager, Servable
+from serving.tensors import to_array, to_proto
 
 log = logging.getLogger("cscnn.serving")
 
@@ -85,14 +86,15 @@ def _rpc(method):
 
 
 def _decode_inputs(inputs, limits: RequestLimits) -> Dict[str, np.ndarray]:
-  """Predict's input TensorProtos as arrays; the row limit is checked before decoding."""
+  """Predict's input TensorProtos as arrays (numpy views on the protos' content where they
+  can be); the row limit is checked before decoding."""
   for k, v in inputs.items():
     if v.tensor_shape.dim:
       limits.check_rows(v.tensor_shape.dim[0].size, f"input {k!r}")
   out = {}
   for k, v in inputs.items():
     try:
-      out[k] = tf.make_ndarray(v)
+      out[k] = to_array(v)
     except Exception as e:  # pylint: disable=broad-except
       raise InvalidArgument(f"input {k!r}: cannot decode the tensor: {e}") from None
   return out
@@ -131,7 +133,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
       response = predict_pb2.PredictResponse()
       _set_spec(response.model_spec, servable, servable.signature(request.model_spec.signature_name))
       for k in wanted:
-        response.outputs[k].CopyFrom(tf.make_tensor_proto(outputs[k]))
+        response.outputs[k].CopyFrom(to_proto(outputs[k]))
       return response
 
   @_rpc
