@@ -199,19 +199,26 @@ def _percentile(xs, q):
 
 def dense_reference(kernels: Sequence[Tuple[int, int]], rows: int):
   """The physical reference of a served model: a bare Keras Dense stack with the model's kernel
-  shapes (bias and ReLU), each layer on its own [rows, in] input, so the same matmuls run and
-  nothing else. Returns a no-argument callable that runs them once and waits for the result."""
+  shapes (bias and ReLU) on `rows` rows, so the same matmuls run one after the other and little
+  else. Each layer's output, with constant columns appended where the next kernel has more
+  inputs (x_v, the cross network's output), feeds the next. Returns a no-argument callable that
+  runs the stack once and waits for the result."""
   import keras
   import tensorflow as tf
   rng = np.random.default_rng(0)
   layers = [keras.layers.Dense(o, activation="relu") for _, o in kernels]
-  inputs = [tf.constant(rng.normal(size=(rows, i)).astype("float32")) for i, _ in kernels]
+  x = tf.constant(rng.normal(size=(rows, kernels[0][0])).astype("float32"))
+  extra = [tf.constant(rng.normal(size=(rows, max(0, i - prev[1]))).astype("float32"))
+           for prev, (i, _) in zip(kernels, kernels[1:])]
 
   @tf.function
   def run():
-    return [layer(x) for layer, x in zip(layers, inputs)]
+    h = layers[0](x)
+    for layer, (i, _), more in zip(layers[1:], kernels[1:], extra):
+      h = layer(tf.concat([h, more], axis=1)[:, :i])
+    return h
 
-  return lambda: [y.numpy() for y in run()]
+  return lambda: run().numpy()
 
 
 def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100, 1000),
@@ -324,7 +331,7 @@ def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100
 # Stages of the serving graph, by the name scope of an op (the first that matches).
 GRAPH_STAGES = (("ParseExample", "tf.Example parsing"),
                 ("transform_features_layer", "Transform layer (vocabularies, hashing, splitting)"),
-                ("visual_table", "visual-table lookup"),
+                ("/visual_table", "visual-table lookup"),     # the layer, not the model dcn_with_visual_table
                 ("/emb_", "DCN: embeddings"),
                 ("cross_net", "DCN: cross network"),
                 ("dcn", "DCN: deep and output layers"),
@@ -384,8 +391,8 @@ def profile_serving(base_path: str, model: str, candidates, requests: int = 200,
 
   - server stages, each timed alone `requests` times, interleaved (p50 and p99): the gRPC message
     decode (protobuf parse), the tensor decoding, the validation, the graph call (arrays to
-    tensors, the signature, outputs to numpy), the output encoding; and the whole handler
-    (`PredictionService.Predict` without gRPC);
+    tensors, the signature, outputs to numpy; and the signature alone on ready tensors), the
+    output encoding; and the whole handler (`PredictionService.Predict` without gRPC);
   - inside the graph, op time per stage (`graph_op_times`) for ``serving_raw`` and for
     ``serving_default`` on the same candidates as tf.Examples.
   """
@@ -406,11 +413,13 @@ def profile_serving(base_path: str, model: str, candidates, requests: int = 200,
   inputs = decode_inputs(request.inputs, limits)
   arrays = servable.validate(SERVING_RAW, inputs)
   outputs = servable._call(SERVING_RAW, arrays)  # pylint: disable=protected-access
+  signature, tensors = servable.signatures[SERVING_RAW], {k: tf.constant(v) for k, v in arrays.items()}
   stages = {
       "grpc_decode": lambda: predict_pb2.PredictRequest.FromString(wire),
       "tensor_decoding": lambda: decode_inputs(request.inputs, limits),
       "validation": lambda: servable.validate(SERVING_RAW, inputs),
       "graph_call": lambda: servable._call(SERVING_RAW, arrays),  # pylint: disable=protected-access
+      "signature": lambda: [v.numpy() for v in signature(**tensors).values()],
       "output_encoding": lambda: predict_response(servable, request, outputs).SerializeToString(),
       "handler": lambda: service.Predict(predict_pb2.PredictRequest.FromString(wire), None).SerializeToString(),
   }
@@ -428,13 +437,12 @@ def profile_serving(base_path: str, model: str, candidates, requests: int = 200,
       "stages": {k: {"p50_ms": round(_percentile(v, 50), 3), "p99_ms": round(_percentile(v, 99), 3)}
                  for k, v in times.items()}}
   log(f"  profile: server stages timed ({requests} requests of {len(candidates)} candidates)", file=sys.stderr)
-  examples = {"examples": _example_bytes(candidates)}
-  for signature, kwargs in ((SERVING_RAW, {k: tf.constant(v) for k, v in arrays.items()}),
-                            ("serving_default", {k: tf.constant(v) for k, v in examples.items()})):
-    fn = servable.signatures[signature]
+  examples = _example_bytes(candidates)
+  for name, kwargs in ((SERVING_RAW, tensors), ("serving_default", {"examples": tf.constant(examples)})):
+    fn = servable.signatures[name]
     for _ in range(5):
       fn(**kwargs)
-    out[f"graph_{signature}"] = {k: round(v, 3) for k, v in graph_op_times(fn, kwargs, trace_calls).items()}
+    out[f"graph_{name}"] = graph_op_times(fn, kwargs, trace_calls)
   manager.stop()
   return out
 
@@ -443,6 +451,7 @@ SERVER_STAGES = (("grpc_decode", "gRPC message decode (PredictRequest parse)"),
                  ("tensor_decoding", "tensor decoding (TensorProto -> numpy)"),
                  ("validation", "validation (names, dtypes, shapes)"),
                  ("graph_call", "graph call (to tensors, the signature, to numpy)"),
+                 ("signature", "  of which the signature alone (tensors ready)"),
                  ("output_encoding", "output encoding (PredictResponse, serialized)"),
                  ("handler", "whole handler (PredictionService.Predict, no gRPC)"))
 

@@ -16,6 +16,8 @@ quantized dtypes) is left to `tf.make_ndarray`, so the result is always the same
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -46,8 +48,8 @@ def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
     if proto.tensor_content and dtype is not object:
       return np.frombuffer(proto.tensor_content, dtype).reshape(shape)
     values = getattr(proto, field)
-    if not proto.tensor_content and len(values) == np.prod(shape, dtype=np.int64):
-      return np.array(values, dtype=dtype).reshape(shape)
+    if not proto.tensor_content and len(values) == math.prod(shape):
+      return np.array(list(values), dtype=dtype).reshape(shape)
   return tf.make_ndarray(proto)
 
 

@@ -655,3 +655,22 @@ def test_predict_cli_csv_and_json(server, candidates, expected, tmp_path):
                         "--model", "nope", "--input", str(path)], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
   assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
+
+
+def test_profile_puts_every_op_of_the_serving_graph_in_its_stage(tmp_path, pushed, candidates):
+  """`bench serving --profile` on the pushed model: every server stage is timed, and the TF
+  profiler's op times land in the stages they belong to (tf.Example parsing only in
+  serving_default; the Transform layer, the visual-table lookup and each part of the DCN in
+  both). The durations themselves are not checked; that is the benchmark's job."""
+  from cscnn.bench import GRAPH_STAGES, profile_serving
+  base = tmp_path / MODEL
+  shutil.copytree(pushed, base / "1")
+  p = profile_serving(str(base), MODEL, candidates[:20], requests=3, trace_calls=2, log=lambda *a, **k: None)
+  assert set(p["stages"]) == {"grpc_decode", "tensor_decoding", "validation", "graph_call", "signature",
+                              "output_encoding", "handler"}
+  assert all(0 < s["p50_ms"] <= s["p99_ms"] for s in p["stages"].values())
+  raw, default = p["graph_serving_raw"], p["graph_serving_default"]
+  assert set(raw) == set(default) == {label for _, label in GRAPH_STAGES}
+  assert raw["tf.Example parsing"] == 0 < default["tf.Example parsing"]
+  for _, label in GRAPH_STAGES[1:-1]:
+    assert raw[label] > 0 and default[label] > 0, label
