@@ -6,7 +6,7 @@ products, a copy of the content); a 100-candidate request has eleven inputs. The
 take one numpy call here:
 
 - ``tensor_content`` (what `tf.make_tensor_proto` writes for numeric arrays): a read-only numpy
-  view on the proto's bytes (``np.frombuffer``), no copy;
+  view (``np.frombuffer``) on the content bytes protobuf hands out, with no further copy;
 - ``string_val`` / ``int64_val`` / ``float_val`` ... with one value per element: one array from
   the repeated field;
 
@@ -41,7 +41,7 @@ _ENUMS = {np.dtype(d): e for e, (d, _) in _FIELDS.items() if d is not object}
 
 def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
   """The array a TensorProto holds (equal to `tf.make_ndarray`'s; numeric content is a
-  read-only view on the proto's bytes). Raises ValueError / TypeError on malformed protos."""
+  read-only view on the content bytes). Raises ValueError / TypeError on malformed protos."""
   shape = tuple(d.size for d in proto.tensor_shape.dim)
   if proto.dtype in _FIELDS:
     dtype, field = _FIELDS[proto.dtype]

@@ -52,7 +52,7 @@ def test_to_array_by_hand():
   assert to_array(CASES["int64_val 2-d"]).tolist() == [[1, 2], [3, 4]]
 
 
-def test_numeric_content_is_a_view_not_a_copy():
+def test_numeric_content_is_a_view_on_the_content_bytes():
   proto = CASES["int64 content"]
   array = to_array(proto)
   assert not array.flags.owndata and not array.flags.writeable
