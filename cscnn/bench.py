@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -196,12 +197,39 @@ def _percentile(xs, q):
   return float(np.percentile(np.asarray(xs) * 1000, q))
 
 
+def dense_reference(kernels: Sequence[Tuple[int, int]], rows: int):
+  """The physical reference of a served model: a bare Keras Dense stack with the model's kernel
+  shapes (bias and ReLU) on `rows` rows, so the same matmuls run one after the other and little
+  else. Each layer's output, with constant columns appended where the next kernel has more
+  inputs (x_v, the cross network's output), feeds the next. Returns a no-argument callable that
+  runs the stack once and waits for the result."""
+  import keras
+  import tensorflow as tf
+  rng = np.random.default_rng(0)
+  layers = [keras.layers.Dense(o, activation="relu") for _, o in kernels]
+  x = tf.constant(rng.normal(size=(rows, kernels[0][0])).astype("float32"))
+  extra = [tf.constant(rng.normal(size=(rows, max(0, i - prev[1]))).astype("float32"))
+           for prev, (i, _) in zip(kernels, kernels[1:])]
+
+  @tf.function
+  def run():
+    h = layers[0](x)
+    for layer, (i, _), more in zip(layers[1:], kernels[1:], extra):
+      h = layer(tf.concat([h, more], axis=1)[:, :i])
+    return h
+
+  return lambda: run().numpy()
+
+
 def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100, 1000),
                   requests: int = 200, repeats: int = 3, concurrency=(1, 4, 8),
-                  throughput_requests: int = 100, port: int = 0, log=print) -> Dict[str, object]:
+                  throughput_requests: int = 100, port: int = 0, profile: int = 0,
+                  log=print) -> Dict[str, object]:
   """gRPC latency against `cscnn serve` in a subprocess vs a direct in-process call of the same
-  signature, interleaved request by request; medians over `repeats` runs; then items/s at
-  several client concurrencies (requests of 100 candidates)."""
+  signature and vs the model's matmuls alone (`dense_reference`), interleaved request by
+  request; medians over `repeats` runs; then items/s at several client concurrencies (requests
+  of 100 candidates). `profile` > 0: also the cost of each stage of a request of that many
+  candidates (`profile_serving`), measured after the server has stopped."""
   import csv
   import socket
   import subprocess
@@ -209,6 +237,7 @@ def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100
 
   import grpc
   import tensorflow as tf
+  from models.cost import served_macs_per_row
   from serving.client import CtrClient, candidate_tensors
   from serving.model_manager import numeric_versions
   from tfx_pipeline.export import SERVING_RAW
@@ -240,29 +269,37 @@ def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100
         if time.time() > deadline or server.poll() is not None:
           raise RuntimeError("the model server did not come up")
         time.sleep(0.3)
-    out: Dict[str, object] = {"model_version": versions[-1], "requests": requests, "repeats": repeats}
+    cost = served_macs_per_row(direct.variables)
+    out: Dict[str, object] = {"model_version": versions[-1], "requests": requests, "repeats": repeats,
+                              "machine": machine(), "macs_per_candidate": cost["macs"],
+                              "dense_kernels": cost["dense_kernels"]}
     for n in sizes:
       cands = rows[:n]
       request = client.predict_request(model, cands)
       tensors = candidate_tensors(cands)
-      for _ in range(5):                               # warm up both paths
+      reference = dense_reference(cost["dense_kernels"], n)
+      for _ in range(5):                               # warm up every path
         client.predictions.Predict(request, timeout=30)
         direct(**tensors)
-      per_repeat = {"grpc_p50": [], "grpc_p99": [], "inprocess_p50": [], "inprocess_p99": []}
+        reference()
+      per_repeat = {k: [] for k in ("grpc_p50", "grpc_p99", "inprocess_p50", "inprocess_p99",
+                                    "dense_p50", "dense_p99")}
       for r in range(repeats):
-        g, d = [], []
+        g, d, m = [], [], []
         for _ in range(requests):
           t0 = time.perf_counter()
           client.predictions.Predict(request, timeout=30)
           t1 = time.perf_counter()
           direct(**tensors)["ctr"].numpy()
           t2 = time.perf_counter()
+          reference()
+          t3 = time.perf_counter()
           g.append(t1 - t0)
           d.append(t2 - t1)
-        per_repeat["grpc_p50"].append(_percentile(g, 50))
-        per_repeat["grpc_p99"].append(_percentile(g, 99))
-        per_repeat["inprocess_p50"].append(_percentile(d, 50))
-        per_repeat["inprocess_p99"].append(_percentile(d, 99))
+          m.append(t3 - t2)
+        for k, xs in (("grpc", g), ("inprocess", d), ("dense", m)):
+          per_repeat[f"{k}_p50"].append(_percentile(xs, 50))
+          per_repeat[f"{k}_p99"].append(_percentile(xs, 99))
       for k, v in per_repeat.items():
         out[f"{k}_ms_{n}"] = round(statistics.median(v), 3)
       out[f"ratio_p50_{n}"] = round(out[f"grpc_p50_ms_{n}"] / out[f"inprocess_p50_ms_{n}"], 3)
@@ -280,23 +317,184 @@ def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100
       for t in threads:
         t.join()
       out[f"items_per_s_c{c}"] = round(c * throughput_requests * 100 / (time.perf_counter() - t0), 1)
-    return out
   finally:
     server.terminate()
     server.wait(timeout=30)
+  if profile:
+    out["profile"] = profile_serving(base_path, model, rows[:profile], requests=requests, log=log)
+    grpc_p50 = out.get(f"grpc_p50_ms_{profile}")
+    if grpc_p50 is not None:
+      out["profile"]["grpc_rest_ms"] = round(grpc_p50 - out["profile"]["stages"]["handler"]["p50_ms"], 3)
+  return out
+
+
+# Stages of the serving graph, by the name scope of an op (the first that matches).
+GRAPH_STAGES = (("ParseExample", "tf.Example parsing"),
+                ("transform_features_layer", "Transform layer (vocabularies, hashing, splitting)"),
+                ("/visual_table", "visual-table lookup"),     # the layer, not the model dcn_with_visual_table
+                ("/emb_", "DCN: embeddings"),
+                ("cross_net", "DCN: cross network"),
+                ("dcn", "DCN: deep and output layers"),
+                ("", "other ops (reshapes, casts)"))
+_OP_EVENT = re.compile(r"^[\w./-]+:(\w+)$")      # "scope/name:OpType", as the TF profiler names ops
+
+
+def graph_op_times(fn, kwargs, calls: int = 50) -> Dict[str, float]:
+  """Milliseconds of op time per call of `fn(**kwargs)` by graph stage (GRAPH_STAGES), from a TF
+  profiler trace of `calls` calls: the time each op's kernel ran, summed over both executor
+  threads (ops of one call may overlap, so the sum can exceed the call's wall time)."""
+  import glob
+  import tempfile
+
+  import tensorflow as tf
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+  with tempfile.TemporaryDirectory() as logdir:
+    tf.profiler.experimental.start(logdir)
+    try:
+      for _ in range(calls):
+        [v.numpy() for v in fn(**kwargs).values()]
+    finally:
+      tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+      space.ParseFromString(f.read())
+  totals = {label: 0.0 for _, label in GRAPH_STAGES}
+  for plane in space.planes:
+    for line in plane.lines:
+      for event in line.events:
+        name = plane.event_metadata[event.metadata_id].name
+        op = _OP_EVENT.match(name)
+        if not op or op.group(1) in ("StatefulPartitionedCall", "PartitionedCall"):
+          continue                          # not an op, or a call whose ops are counted themselves
+        label = next(label for key, label in GRAPH_STAGES if key in name)
+        totals[label] += event.duration_ps / 1e9 / calls
+  return totals
+
+
+def _example_bytes(candidates) -> np.ndarray:
+  import tensorflow as tf
+  from tfx_pipeline import features as F
+  out = []
+  for c in candidates:
+    feats = {f.name: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(c[f.name])])) if f.dtype is int
+             else tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(c[f.name]).encode()]))
+             for f in F.FEATURES}
+    out.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+  return np.array(out, dtype=object)
+
+
+def profile_serving(base_path: str, model: str, candidates, requests: int = 200, trace_calls: int = 50,
+                    log=print) -> Dict[str, object]:
+  """Where the time of one Predict request of len(candidates) candidates goes, in process on the
+  latest version under `base_path`, with the server's own code and its `serving_raw` request:
+
+  - server stages, each timed alone `requests` times, interleaved (p50 and p99): the gRPC message
+    decode (protobuf parse), the tensor decoding, the validation, the graph call (arrays to
+    tensors, the signature, outputs to numpy; and the signature alone on ready tensors), the
+    output encoding; and the whole handler (`PredictionService.Predict` without gRPC);
+  - inside the graph, op time per stage (`graph_op_times`) for ``serving_raw`` and for
+    ``serving_default`` on the same candidates as tf.Examples.
+  """
+  import tensorflow as tf
+  from tensorflow_serving.apis import predict_pb2
+
+  from serving.client import predict_request
+  from serving.model_manager import ModelConfig, ModelManager
+  from serving.server import PredictionService, RequestLimits, decode_inputs, predict_response
+  from tfx_pipeline.export import SERVING_RAW
+
+  manager = ModelManager([ModelConfig(model, base_path)])
+  manager.poll_once(initial=True)
+  servable = manager.get(model)
+  service, limits = PredictionService(manager), RequestLimits()
+  request = predict_request(model, candidates, SERVING_RAW)
+  wire = request.SerializeToString()
+  inputs = decode_inputs(request.inputs, limits)
+  arrays = servable.validate(SERVING_RAW, inputs)
+  outputs = servable._call(SERVING_RAW, arrays)  # pylint: disable=protected-access
+  signature, tensors = servable.signatures[SERVING_RAW], {k: tf.constant(v) for k, v in arrays.items()}
+  stages = {
+      "grpc_decode": lambda: predict_pb2.PredictRequest.FromString(wire),
+      "tensor_decoding": lambda: decode_inputs(request.inputs, limits),
+      "validation": lambda: servable.validate(SERVING_RAW, inputs),
+      "graph_call": lambda: servable._call(SERVING_RAW, arrays),  # pylint: disable=protected-access
+      "signature": lambda: [v.numpy() for v in signature(**tensors).values()],
+      "output_encoding": lambda: predict_response(servable, request, outputs).SerializeToString(),
+      "handler": lambda: service.Predict(predict_pb2.PredictRequest.FromString(wire), None).SerializeToString(),
+  }
+  for fn in stages.values():
+    for _ in range(5):
+      fn()
+  times = {k: [] for k in stages}
+  for _ in range(requests):
+    for k, fn in stages.items():
+      t0 = time.perf_counter()
+      fn()
+      times[k].append(time.perf_counter() - t0)
+  out: Dict[str, object] = {
+      "candidates": len(candidates), "requests": requests, "trace_calls": trace_calls,
+      "stages": {k: {"p50_ms": round(_percentile(v, 50), 3), "p99_ms": round(_percentile(v, 99), 3)}
+                 for k, v in times.items()}}
+  log(f"  profile: server stages timed ({requests} requests of {len(candidates)} candidates)", file=sys.stderr)
+  examples = _example_bytes(candidates)
+  for name, kwargs in ((SERVING_RAW, tensors), ("serving_default", {"examples": tf.constant(examples)})):
+    fn = servable.signatures[name]
+    for _ in range(5):
+      fn(**kwargs)
+    out[f"graph_{name}"] = graph_op_times(fn, kwargs, trace_calls)
+  manager.stop()
+  return out
+
+
+SERVER_STAGES = (("grpc_decode", "gRPC message decode (PredictRequest parse)"),
+                 ("tensor_decoding", "tensor decoding (TensorProto -> numpy)"),
+                 ("validation", "validation (names, dtypes, shapes)"),
+                 ("graph_call", "graph call (to tensors, the signature, to numpy)"),
+                 ("signature", "  of which the signature alone (tensors ready)"),
+                 ("output_encoding", "output encoding (PredictResponse, serialized)"),
+                 ("handler", "whole handler (PredictionService.Predict, no gRPC)"))
+
+
+def format_profile(p: Dict[str, object]) -> str:
+  lines = [f"stages of one request of {p['candidates']} candidates, in process ({p['requests']} "
+           f"requests, each stage timed alone, interleaved):",
+           f"  {'stage':<52} {'p50 ms':>8} {'p99 ms':>8}"]
+  for key, label in SERVER_STAGES:
+    st = p["stages"][key]
+    lines.append(f"  {label:<52} {st['p50_ms']:>8.3f} {st['p99_ms']:>8.3f}")
+  if "grpc_rest_ms" in p:
+    lines.append(f"  {'gRPC transport and frameworks (gRPC p50 - handler p50)':<52} {p['grpc_rest_ms']:>8.3f}")
+  sigs = [k for k in p if k.startswith("graph_")]
+  lines.append(f"inside the graph: op time per request (TF profiler, {p['trace_calls']} calls; both "
+               f"executor threads summed)")
+  lines.append(f"  {'stage':<52} " + " ".join(f"{k[len('graph_'):]:>15}" for k in sigs))
+  for _, label in GRAPH_STAGES:
+    lines.append(f"  {label:<52} " + " ".join(f"{p[k][label]:>15.3f}" for k in sigs))
+  lines.append(f"  {'sum of op time':<52} " + " ".join(f"{sum(p[k].values()):>15.3f}" for k in sigs))
+  return "\n".join(lines)
 
 
 def format_serving(out: Dict[str, object], sizes=(1, 100, 1000)) -> str:
-  lines = [f"model version {out['model_version']}: {out['requests']} requests per size, median of "
-           f"{out['repeats']} runs, gRPC and in-process calls interleaved",
+  m = out["machine"]
+  lines = [f"machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}",
+           f"model version {out['model_version']}: {out['requests']} requests per size, median of "
+           f"{out['repeats']} runs, gRPC, in-process and dense-stack calls interleaved",
+           f"physical reference: {out['macs_per_candidate']:,} multiply-adds per candidate "
+           f"(dense kernels {', '.join(f'{i}x{o}' for i, o in out['dense_kernels'])}); 'dense' is a bare "
+           f"Keras Dense stack of these shapes on the same batch",
            f"{'candidates':>10} {'gRPC p50':>9} {'gRPC p99':>9} {'direct p50':>10} {'direct p99':>10} "
-           f"{'p50 ratio':>9} {'p99 ratio':>9}"]
+           f"{'dense p50':>9} {'dense p99':>9} {'p50 ratio':>9} {'p99 ratio':>9} {'GMAC/s':>7}"]
   for n in sizes:
     if f"grpc_p50_ms_{n}" in out:
+      gmacs = out["macs_per_candidate"] * n / (out[f"dense_p50_ms_{n}"] / 1000) / 1e9
       lines.append(f"{n:>10} {out[f'grpc_p50_ms_{n}']:>9.2f} {out[f'grpc_p99_ms_{n}']:>9.2f} "
                    f"{out[f'inprocess_p50_ms_{n}']:>10.2f} {out[f'inprocess_p99_ms_{n}']:>10.2f} "
-                   f"{out[f'ratio_p50_{n}']:>9.2f} {out[f'ratio_p99_{n}']:>9.2f}")
+                   f"{out[f'dense_p50_ms_{n}']:>9.2f} {out[f'dense_p99_ms_{n}']:>9.2f} "
+                   f"{out[f'ratio_p50_{n}']:>9.2f} {out[f'ratio_p99_{n}']:>9.2f} {gmacs:>7.1f}")
   for k, v in out.items():
     if k.startswith("items_per_s_c"):
       lines.append(f"throughput at concurrency {k[len('items_per_s_c'):]}: {v:,.0f} items/s (100 candidates per request)")
+  if "profile" in out:
+    lines.append(format_profile(out["profile"]))
   return "\n".join(lines)

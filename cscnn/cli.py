@@ -248,6 +248,10 @@ def _cmd_serve(args) -> int:
   from serving.model_manager import BatchingConfig, ModelConfig, ModelManager, parse_model_config_file
   from serving.server import ModelServer, RequestLimits
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+  if args.intra_op_threads or args.inter_op_threads:     # before TensorFlow starts its thread pools
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
   if args.model_config_file:
     models = parse_model_config_file(args.model_config_file)
   elif args.model_base_path and args.model_name:
@@ -302,7 +306,7 @@ def _cmd_bench_serving(args) -> int:
   try:
     out = bench_serving(args.model_base_path, args.model_name, args.candidates, sizes=sizes,
                         requests=args.requests, repeats=args.repeats,
-                        concurrency=args.concurrency,
+                        concurrency=args.concurrency, profile=args.profile,
                         log=lambda *a, **k: None if args.quiet else print(*a, **k))
   except (FileNotFoundError, RuntimeError) as e:
     print(f"cscnn bench serving: {e}", file=sys.stderr)
@@ -563,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
   bs.add_argument("--repeats", type=int, default=3, help="repeats; latencies are medians over them")
   bs.add_argument("--concurrency", type=_positive_ints, default="1,4,8",
                   help="client threads for the throughput figure, comma-separated")
+  bs.add_argument("--profile", type=int, nargs="?", const=100, default=0, metavar="N",
+                  help="also the cost of each stage of a request of N candidates (default 100): the "
+                       "server's steps timed in process and the graph's op time per stage (TF profiler)")
   bs.add_argument("--json", action="store_true", help="one JSON object")
   bs.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   bs.set_defaults(func=_cmd_bench_serving)
@@ -581,6 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
   sv.add_argument("--max-batch-size", type=int, default=1024, help="rows of a merged batch, at most")
   sv.add_argument("--batch-timeout-micros", type=int, default=1000,
                   help="how long a batch waits for more requests")
+  sv.add_argument("--intra-op-threads", type=int, default=0,
+                  help="threads one op may use (TF Serving's --tensorflow_intra_op_parallelism; 0: TF's default, the cores)")
+  sv.add_argument("--inter-op-threads", type=int, default=0,
+                  help="ops run at once (TF Serving's --tensorflow_inter_op_parallelism; 0: TF's default)")
   sv.add_argument("--max-request-rows", type=int, default=10_000,
                   help="rows (candidates) a request may carry; more -> INVALID_ARGUMENT")
   sv.add_argument("--max-request-bytes", type=int, default=64 << 20,

@@ -75,3 +75,21 @@ def cost_report(backbone: BackboneConfig, attention: AttentionConfig, num_catego
       "attention_modules": len(modules), "attention_params": sum(m["channel"] + m["spatial"] for m in modules),
       "modules": modules,
   }
+
+
+def served_macs_per_row(variables) -> Dict[str, object]:
+  """Multiply-adds per scored row of a served CTR model, from its variables (a loaded SavedModel
+  has no Keras layers): every 2-d ``kernel`` is a dense layer (in x out), every 1-d cross-layer
+  kernel of width d costs 2 d (the dot product z_l . w and the product with z_0). Embedding and
+  table lookups are gathers, not multiply-adds. Returns the total and the dense kernel shapes in
+  the order of the variables."""
+  dense, cross = [], 0
+  for v in variables:
+    name = (getattr(v, "path", None) or v.name).split(":")[0]   # Keras "deep_0/kernel", TF "deep_0/kernel:0"
+    if not name.endswith("/kernel"):
+      continue
+    if len(v.shape) == 2:
+      dense.append(tuple(int(d) for d in v.shape))
+    elif len(v.shape) == 1 and "cross" in name:
+      cross += 2 * int(v.shape[0])
+  return {"macs": sum(i * o for i, o in dense) + cross, "dense_kernels": dense, "cross_macs": cross}

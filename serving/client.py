@@ -56,6 +56,19 @@ def candidate_tensors(candidates: Sequence[Mapping[str, object]]) -> Dict[str, t
   return out
 
 
+def predict_request(model: str, candidates, signature: str = SERVING_RAW,
+                    version: Optional[int] = None) -> predict_pb2.PredictRequest:
+  """A PredictRequest of the candidates' raw feature tensors (as `tf.make_tensor_proto` writes them)."""
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = model
+  request.model_spec.signature_name = signature
+  if version is not None:
+    request.model_spec.version.value = version
+  for k, t in candidate_tensors(candidates).items():
+    request.inputs[k].CopyFrom(tf.make_tensor_proto(t))
+  return request
+
+
 class CtrClient:
   def __init__(self, target: str, timeout: float = 10.0):
     self.channel = grpc.insecure_channel(target)
@@ -65,14 +78,7 @@ class CtrClient:
 
   def predict_request(self, model: str, candidates, signature: str = SERVING_RAW,
                       version: Optional[int] = None) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature
-    if version is not None:
-      request.model_spec.version.value = version
-    for k, t in candidate_tensors(candidates).items():
-      request.inputs[k].CopyFrom(tf.make_tensor_proto(t))
-    return request
+    return predict_request(model, candidates, signature, version)
 
   def predict(self, model: str, candidates, signature: str = SERVING_RAW,
               version: Optional[int] = None) -> Dict[str, np.ndarray]:

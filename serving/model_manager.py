@@ -84,7 +84,7 @@ class Servable:
       if spec.dtype == tf.string:
         if value.dtype.kind not in ("S", "U", "O"):
           raise InvalidArgument(f"input {name!r}: expects DT_STRING, got {value.dtype}")
-        value = value.astype(object)
+        value = value.astype(object, copy=False)
       elif value.dtype != want:
         same_family = (value.dtype.kind in "iu" and np.dtype(want).kind in "iu") or \
             (value.dtype.kind in "iuf" and np.dtype(want).kind == "f")

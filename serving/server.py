@@ -34,6 +34,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from models.dcn import OUTPUT_KEY as CTR_OUTPUT
 from serving.errors import Internal, InvalidArgument, NotFound, ResourceExhausted, ServingError, Unimplemented
 from serving.model_manager import ModelManager, Servable
+from serving.tensors import to_array, to_proto
 
 log = logging.getLogger("cscnn.serving")
 
@@ -84,18 +85,32 @@ def _rpc(method):
   return wrapper
 
 
-def _decode_inputs(inputs, limits: RequestLimits) -> Dict[str, np.ndarray]:
-  """Predict's input TensorProtos as arrays; the row limit is checked before decoding."""
+def decode_inputs(inputs, limits: RequestLimits) -> Dict[str, np.ndarray]:
+  """Predict's input TensorProtos as arrays (numpy views on the protos' content where they
+  can be); the row limit is checked before decoding."""
   for k, v in inputs.items():
     if v.tensor_shape.dim:
       limits.check_rows(v.tensor_shape.dim[0].size, f"input {k!r}")
   out = {}
   for k, v in inputs.items():
     try:
-      out[k] = tf.make_ndarray(v)
+      out[k] = to_array(v)
     except Exception as e:  # pylint: disable=broad-except
       raise InvalidArgument(f"input {k!r}: cannot decode the tensor: {e}") from None
   return out
+
+
+def predict_response(servable: Servable, request, outputs: Dict[str, np.ndarray]) -> predict_pb2.PredictResponse:
+  """The PredictResponse of `outputs`, with the request's output_filter applied."""
+  wanted = list(request.output_filter) or list(outputs)
+  unknown = [k for k in wanted if k not in outputs]
+  if unknown:
+    raise InvalidArgument(f"output_filter names unknown outputs {unknown}; outputs are {sorted(outputs)}")
+  response = predict_pb2.PredictResponse()
+  _set_spec(response.model_spec, servable, servable.signature(request.model_spec.signature_name))
+  for k in wanted:
+    response.outputs[k].CopyFrom(to_proto(outputs[k]))
+  return response
 
 
 def _examples(input_proto) -> np.ndarray:
@@ -122,17 +137,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   @_rpc
   def Predict(self, request, context):
     with self._lease(request.model_spec) as servable:
-      inputs = _decode_inputs(request.inputs, self.limits)
+      inputs = decode_inputs(request.inputs, self.limits)
       outputs = servable.run(request.model_spec.signature_name, inputs)
-      wanted = list(request.output_filter) or list(outputs)
-      unknown = [k for k in wanted if k not in outputs]
-      if unknown:
-        raise InvalidArgument(f"output_filter names unknown outputs {unknown}; outputs are {sorted(outputs)}")
-      response = predict_pb2.PredictResponse()
-      _set_spec(response.model_spec, servable, servable.signature(request.model_spec.signature_name))
-      for k in wanted:
-        response.outputs[k].CopyFrom(tf.make_tensor_proto(outputs[k]))
-      return response
+      return predict_response(servable, request, outputs)
 
   @_rpc
   def GetModelMetadata(self, request, context):

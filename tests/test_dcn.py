@@ -115,6 +115,26 @@ def test_history_match_joins_x_nv():
     build_ctr_model(F.FEATURES, _id_space(), DCNConfig(history_match=(("ad_id", "user_id"),)))
 
 
+def test_served_multiply_adds_per_row_of_the_paper_dcn_with_x_v():
+  """What `bench serving` reports as the physical reference: multiply-adds per scored row,
+  read from the variables (Keras paths here, "scope/kernel:0" names in a loaded SavedModel)."""
+  import tensorflow as tf
+  from models.cost import served_macs_per_row
+
+  def tower(inputs):
+    x_v = keras.Input((150,), name="x_v_in")
+    return {"x_v_in": x_v}, x_v
+
+  model = build_ctr_model(F.FEATURES, _id_space(), DCNConfig(), visual_tower=tower)
+  d = 4 * len(F.FEATURES)                                      # x_nv: 44
+  by_hand = d * 1024 + (150 + 1024) * 512 + 512 * 256 + (256 + d) * 128 + 128 * 1 + 3 * 2 * d
+  cost = served_macs_per_row(model.variables)
+  assert cost["macs"] == by_hand == 816_008
+  assert cost["dense_kernels"] == [(d, 1024), (1174, 512), (512, 256), (300, 128), (128, 1)]
+  as_loaded = [tf.Variable(np.zeros(v.shape, v.dtype), name=v.path) for v in model.variables]
+  assert served_macs_per_row(as_loaded)["macs"] == by_hand
+
+
 def test_config_validation():
   with pytest.raises(ValueError, match="embedding_dim"):
     DCNConfig(embedding_dim=0)

@@ -655,3 +655,53 @@ def test_predict_cli_csv_and_json(server, candidates, expected, tmp_path):
                         "--model", "nope", "--input", str(path)], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
   assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
+
+
+def test_profile_puts_every_op_of_the_serving_graph_in_its_stage(tmp_path, pushed, candidates):
+  """`bench serving --profile` on the pushed model: every server stage is timed, and the TF
+  profiler's op times land in the stages they belong to (tf.Example parsing only in
+  serving_default; the Transform layer, the visual-table lookup and each part of the DCN in
+  both). The durations themselves are not checked; that is the benchmark's job."""
+  from cscnn.bench import GRAPH_STAGES, profile_serving
+  base = tmp_path / MODEL
+  shutil.copytree(pushed, base / "1")
+  p = profile_serving(str(base), MODEL, candidates[:20], requests=3, trace_calls=2, log=lambda *a, **k: None)
+  assert set(p["stages"]) == {"grpc_decode", "tensor_decoding", "validation", "graph_call", "signature",
+                              "output_encoding", "handler"}
+  assert all(0 < s["p50_ms"] <= s["p99_ms"] for s in p["stages"].values())
+  raw, default = p["graph_serving_raw"], p["graph_serving_default"]
+  assert set(raw) == set(default) == {label for _, label in GRAPH_STAGES}
+  assert raw["tf.Example parsing"] == 0 < default["tf.Example parsing"]
+  for _, label in GRAPH_STAGES[1:-1]:
+    assert raw[label] > 0 and default[label] > 0, label
+
+
+def test_server_path_gives_the_scores_of_tensorflows_own_codec(tmp_path, pushed, candidates):
+  """The server's request path (`serving/tensors.py`: numpy views on the TensorProtos, outputs as
+  content bytes) against the path it replaced, written out here with TensorFlow's own codec
+  (`tf.make_ndarray` -> the signature -> `tf.make_tensor_proto`): the same scores to 1e-5 on 200
+  candidates, as raw tensors and as tf.Examples."""
+  from serving.server import PredictionService
+  base = tmp_path / MODEL
+  shutil.copytree(pushed, base / "1")
+  manager = ModelManager([ModelConfig(MODEL, str(base))])
+  manager.poll_once(initial=True)
+  loaded = tf.saved_model.load(str(base / "1"))
+  examples = predict_pb2.PredictRequest(model_spec={"name": MODEL})
+  examples.inputs["examples"].CopyFrom(tf.make_tensor_proto(
+      [_example(c).SerializeToString() for c in candidates], dtype=tf.string))
+  try:
+    for request, signature in ((_request(candidates), "serving_raw"), (examples, "serving_default")):
+      wire = request.SerializeToString()
+      ours = PredictionService(manager).Predict(predict_pb2.PredictRequest.FromString(wire), None)
+      ours = predict_pb2.PredictResponse.FromString(ours.SerializeToString())
+      inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in predict_pb2.PredictRequest.FromString(wire).inputs.items()}
+      theirs = {k: tf.make_tensor_proto(v.numpy()) for k, v in loaded.signatures[signature](**inputs).items()}
+      assert set(ours.outputs) == set(theirs) == {"ctr", "visual_fallback"}
+      for k, proto in theirs.items():
+        want = tf.make_ndarray(proto)
+        got = tf.make_ndarray(ours.outputs[k])
+        assert got.shape == want.shape == (len(candidates), 1) and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+  finally:
+    manager.stop()
