@@ -372,18 +372,6 @@ def graph_op_times(fn, kwargs, calls: int = 50) -> Dict[str, float]:
   return totals
 
 
-def _example_bytes(candidates) -> np.ndarray:
-  import tensorflow as tf
-  from tfx_pipeline import features as F
-  out = []
-  for c in candidates:
-    feats = {f.name: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(c[f.name])])) if f.dtype is int
-             else tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(c[f.name]).encode()]))
-             for f in F.FEATURES}
-    out.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
-  return np.array(out, dtype=object)
-
-
 def profile_serving(base_path: str, model: str, candidates, requests: int = 200, trace_calls: int = 50,
                     log=print) -> Dict[str, object]:
   """Where the time of one Predict request of len(candidates) candidates goes, in process on the
@@ -399,7 +387,7 @@ def profile_serving(base_path: str, model: str, candidates, requests: int = 200,
   import tensorflow as tf
   from tensorflow_serving.apis import predict_pb2
 
-  from serving.client import predict_request
+  from serving.client import candidate_example, predict_request
   from serving.model_manager import ModelConfig, ModelManager
   from serving.server import PredictionService, RequestLimits, decode_inputs, predict_response
   from tfx_pipeline.export import SERVING_RAW
@@ -437,7 +425,7 @@ def profile_serving(base_path: str, model: str, candidates, requests: int = 200,
       "stages": {k: {"p50_ms": round(_percentile(v, 50), 3), "p99_ms": round(_percentile(v, 99), 3)}
                  for k, v in times.items()}}
   log(f"  profile: server stages timed ({requests} requests of {len(candidates)} candidates)", file=sys.stderr)
-  examples = _example_bytes(candidates)
+  examples = np.array([candidate_example(c).SerializeToString() for c in candidates], dtype=object)
   for name, kwargs in ((SERVING_RAW, tensors), ("serving_default", {"examples": tf.constant(examples)})):
     fn = servable.signatures[name]
     for _ in range(5):

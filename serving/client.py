@@ -56,6 +56,15 @@ def candidate_tensors(candidates: Sequence[Mapping[str, object]]) -> Dict[str, t
   return out
 
 
+def candidate_example(candidate: Mapping[str, object]) -> tf.train.Example:
+  """One candidate's raw features as the tf.Example that ``serving_default``, Classify and
+  Regress take (int features as int64_list, the others as UTF-8 bytes)."""
+  feats = {f.name: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(candidate[f.name])])) if f.dtype is int
+           else tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(candidate[f.name]).encode()]))
+           for f in F.FEATURES}
+  return tf.train.Example(features=tf.train.Features(feature=feats))
+
+
 def predict_request(model: str, candidates, signature: str = SERVING_RAW,
                     version: Optional[int] = None) -> predict_pb2.PredictRequest:
   """A PredictRequest of the candidates' raw feature tensors (as `tf.make_tensor_proto` writes them)."""

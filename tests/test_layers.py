@@ -99,6 +99,14 @@ def _target_attention_numpy(layer, query_ids, history_ids):
   return np.array(out)
 
 
+def _assert_round_trip(layer, query_ids, history_ids, expected, tmp_path):
+  """A (query, history) layer saved in a model and loaded again gives the same outputs."""
+  qi, hi = keras.Input((), dtype="int64"), keras.Input(history_ids.shape[1:], dtype="int64")
+  path = str(tmp_path / f"{layer.name}.keras")
+  keras.Model([qi, hi], layer((qi, hi))).save(path)
+  np.testing.assert_allclose(np.asarray(keras.models.load_model(path)([query_ids, history_ids])), expected, rtol=1e-6)
+
+
 def test_target_attention_matches_numpy_masks_padding_and_round_trips(tmp_path):
   from models.layers import TargetAttention
   layer = TargetAttention(query_vocab=5, history_vocab=6, dim=3, hidden_units=4, padding_id=0)
@@ -110,11 +118,7 @@ def test_target_attention_matches_numpy_masks_padding_and_round_trips(tmp_path):
   np.testing.assert_allclose(got[2], 0.0)                          # no history: nothing pooled
   # a padding slot changes nothing, whatever its embedding
   np.testing.assert_allclose(np.asarray(layer((q[:1], h[:1, :2]))), got[:1], rtol=1e-5, atol=1e-6)
-  qi, hi = keras.Input((), dtype="int64"), keras.Input((3,), dtype="int64")
-  model = keras.Model([qi, hi], layer((qi, hi)))
-  path = str(tmp_path / "ta.keras")
-  model.save(path)
-  np.testing.assert_allclose(np.asarray(keras.models.load_model(path)([q, h])), got, rtol=1e-6)
+  _assert_round_trip(layer, q, h, got, tmp_path)
   with pytest.raises(ValueError, match="dim must be >= 1"):
     TargetAttention(5, 6, dim=0)
 
@@ -132,11 +136,7 @@ def test_history_match_is_the_dot_of_the_candidate_and_the_mean_history_and_roun
   # row 1: m = ([2,2] + [2,2] + [1,0]) / 3 = [5/3, 4/3], Q[2].m = -5/3 + 4/3 = -1/3
   # row 2: no history: m = 0, score 0 (the padding row's [100, 100] never counts)
   np.testing.assert_allclose(got, [[0.5, 1.5, 3.5], [5 / 3, 4 / 3, -1 / 3], [0, 0, 0]], rtol=1e-6)
-  qi, hi = keras.Input((), dtype="int64"), keras.Input((3,), dtype="int64")
-  model = keras.Model([qi, hi], layer((qi, hi)))
-  path = str(tmp_path / "hm.keras")
-  model.save(path)
-  np.testing.assert_allclose(np.asarray(keras.models.load_model(path)([q, h])), got, rtol=1e-6)
+  _assert_round_trip(layer, q, h, got, tmp_path)
   with pytest.raises(ValueError, match="dim must be >= 1"):
     HistoryMatch(3, 4, dim=0)
   with pytest.raises(ValueError, match="padding_id"):

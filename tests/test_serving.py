@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from conftest import ROOT
 from serving.batching import Batcher
-from serving.client import CtrClient, candidate_tensors
+from serving.client import CtrClient, candidate_example, candidate_tensors, predict_request
 from serving.errors import Unavailable
 from serving.model_manager import BatchingConfig, ModelConfig, ModelManager
 from serving.server import ModelServer, RequestLimits
@@ -79,24 +79,7 @@ def _stub(srv):
 
 
 def _request(candidates, signature="serving_raw", name=MODEL, version=None):
-  req = predict_pb2.PredictRequest()
-  req.model_spec.name = name
-  req.model_spec.signature_name = signature
-  if version is not None:
-    req.model_spec.version.value = version
-  for k, t in candidate_tensors(candidates).items():
-    req.inputs[k].CopyFrom(tf.make_tensor_proto(t))
-  return req
-
-
-def _example(c):
-  feats = {}
-  for f in F.FEATURES:
-    if f.dtype is int:
-      feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(c[f.name])]))
-    else:
-      feats[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[c[f.name].encode()]))
-  return tf.train.Example(features=tf.train.Features(feature=feats))
+  return predict_request(name, candidates, signature, version)
 
 
 def test_grpc_predict_status_and_metadata(server, candidates, expected):
@@ -121,15 +104,15 @@ def test_grpc_on_tf_examples_predict_regress_classify(server, candidates, expect
   predict, _ = _stub(server)
   req = predict_pb2.PredictRequest(model_spec={"name": MODEL})           # serving_default
   req.inputs["examples"].CopyFrom(tf.make_tensor_proto(
-      [_example(c).SerializeToString() for c in candidates[:10]], dtype=tf.string))
+      [candidate_example(c).SerializeToString() for c in candidates[:10]], dtype=tf.string))
   out = tf.make_ndarray(predict.Predict(req, timeout=10).outputs["ctr"]).ravel()
   np.testing.assert_allclose(out, expected[:10], atol=1e-6)
   reg = regression_pb2.RegressionRequest(model_spec={"name": MODEL})
-  reg.input.example_list.examples.extend([_example(c) for c in candidates[:3]])
+  reg.input.example_list.examples.extend([candidate_example(c) for c in candidates[:3]])
   values = [r.value for r in predict.Regress(reg, timeout=10).result.regressions]
   np.testing.assert_allclose(values, expected[:3], atol=1e-6)
   cls = classification_pb2.ClassificationRequest(model_spec={"name": MODEL})
-  cls.input.example_list.examples.extend([_example(c) for c in candidates[:3]])
+  cls.input.example_list.examples.extend([candidate_example(c) for c in candidates[:3]])
   first = predict.Classify(cls, timeout=10).result.classifications[0]
   assert [c.label for c in first.classes] == ["0", "1"]
   assert abs(first.classes[1].score - expected[0]) < 1e-6
@@ -557,7 +540,7 @@ def test_garbage_and_oversized_inputs_get_tf_serving_codes_never_unknown(tmp_pat
         if i % 2:      # tf.Examples to serving_default: batched with the junk requests
           req = predict_pb2.PredictRequest(model_spec={"name": MODEL})
           req.inputs["examples"].CopyFrom(tf.make_tensor_proto(
-              [_example(c).SerializeToString() for c in candidates[lo:lo + 5]], dtype=tf.string))
+              [candidate_example(c).SerializeToString() for c in candidates[lo:lo + 5]], dtype=tf.string))
         else:
           req = _request(candidates[lo:lo + 5])
         try:
@@ -589,7 +572,7 @@ def test_garbage_and_oversized_inputs_get_tf_serving_codes_never_unknown(tmp_pat
                                                        tensor_content=b"\x01\x02\x03"))
     c, details = code(predict.Predict, bad)
     assert c == grpc.StatusCode.INVALID_ARGUMENT and "hour" in details, details
-    wrong_type = _example(candidates[0])
+    wrong_type = candidate_example(candidates[0])
     wrong_type.features.feature["hour"].CopyFrom(tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff\xfe"])))
     cls = classification_pb2.ClassificationRequest(model_spec={"name": MODEL})
     cls.input.example_list.examples.extend([wrong_type])
@@ -597,7 +580,7 @@ def test_garbage_and_oversized_inputs_get_tf_serving_codes_never_unknown(tmp_pat
     c, details = code(predict.Predict, _request(candidates[:51]))
     assert c == grpc.StatusCode.INVALID_ARGUMENT and "at most 50" in details and "input" in details, details
     reg = regression_pb2.RegressionRequest(model_spec={"name": MODEL})
-    reg.input.example_list.examples.extend([_example(c) for c in candidates[:51]])
+    reg.input.example_list.examples.extend([candidate_example(c) for c in candidates[:51]])
     assert code(predict.Regress, reg)[0] == grpc.StatusCode.INVALID_ARGUMENT
     big = junk_examples(1)
     big.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"x" * (80 << 10)], dtype=tf.string))
@@ -626,7 +609,7 @@ def test_garbage_and_oversized_inputs_get_tf_serving_codes_never_unknown(tmp_pat
         (json.dumps({"instances": [b64(b"x" * (80 << 10))]}).encode(), 413)]:
       got, reply = post(body)
       assert got == status and reply.get("error"), (body[:80], got, reply)
-    got, reply = post(json.dumps({"instances": [b64(_example(c).SerializeToString()) for c in candidates[:3]]}).encode())
+    got, reply = post(json.dumps({"instances": [b64(candidate_example(c).SerializeToString()) for c in candidates[:3]]}).encode())
     assert got == 200, reply
     assert grpc.StatusCode.UNKNOWN not in codes
     r = predict.Predict(_request(candidates[:5]), timeout=10)        # still serving
@@ -689,7 +672,7 @@ def test_server_path_gives_the_scores_of_tensorflows_own_codec(tmp_path, pushed,
   loaded = tf.saved_model.load(str(base / "1"))
   examples = predict_pb2.PredictRequest(model_spec={"name": MODEL})
   examples.inputs["examples"].CopyFrom(tf.make_tensor_proto(
-      [_example(c).SerializeToString() for c in candidates], dtype=tf.string))
+      [candidate_example(c).SerializeToString() for c in candidates], dtype=tf.string))
   try:
     for request, signature in ((_request(candidates), "serving_raw"), (examples, "serving_default")):
       wire = request.SerializeToString()
