@@ -25,18 +25,12 @@ import time
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from tfx_pipeline import features as F
+from tfx_pipeline.catalog import (AD_COLUMN, CATALOG_SPLIT, CATEGORY_COLUMN, IMAGE_FEATURE, IMAGE_OK_FEATURE,
+                                  CatalogError)
 
-CATALOG_SPLIT = "catalog"
-IMAGE_FEATURE = "image"
-IMAGE_OK_FEATURE = "image_ok"
-REQUIRED_COLUMNS = (F.AD_KEY, F.CATEGORY_KEY, IMAGE_FEATURE)
+REQUIRED_COLUMNS = (AD_COLUMN, CATEGORY_COLUMN, IMAGE_FEATURE)
 ON_BAD_IMAGE = ("error", "blank")
 PAD_COLOUR = (128, 128, 128)     # the border of a non-square image, and the blank fallback image
-
-
-class CatalogError(ValueError):
-  """The ad catalogue cannot be used as it is."""
 
 
 def load_image(path: str, image_size: int) -> bytes:
@@ -92,7 +86,7 @@ def read_catalog(catalog_path: str, data_root: str, image_size: int, on_bad_imag
         continue
       if len(row) != len(header):
         raise CatalogError(f"{catalog_path}:{line_no}: {len(row)} fields, header has {len(header)}")
-      ad_id, category, image = row[idx[F.AD_KEY]], row[idx[F.CATEGORY_KEY]], row[idx[IMAGE_FEATURE]]
+      ad_id, category, image = row[idx[AD_COLUMN]], row[idx[CATEGORY_COLUMN]], row[idx[IMAGE_FEATURE]]
       if not ad_id or any(ch.isspace() for ch in ad_id):
         raise CatalogError(f"{catalog_path}:{line_no}: ad_id {ad_id!r} is empty or contains whitespace")
       if ad_id in seen:
@@ -125,42 +119,12 @@ def read_catalog(catalog_path: str, data_root: str, image_size: int, on_bad_imag
 
 def to_example(ad_id: str, category_id: int, png: bytes, ok: int) -> bytes:
   feature = {
-      F.AD_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ad_id.encode()])),
-      F.CATEGORY_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[category_id])),
+      AD_COLUMN: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ad_id.encode()])),
+      CATEGORY_COLUMN: tf.train.Feature(int64_list=tf.train.Int64List(value=[category_id])),
       IMAGE_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
       IMAGE_OK_FEATURE: tf.train.Feature(int64_list=tf.train.Int64List(value=[ok])),
   }
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def catalog_files(examples_uri: str):
-  return tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{CATALOG_SPLIT}", "*.gz"))
-
-
-def parse_catalog(serialized):
-  """tf.Example -> dict of tensors (for tf.data / Beam consumers)."""
-  spec = {F.AD_KEY: tf.io.FixedLenFeature([], tf.string),
-          F.CATEGORY_KEY: tf.io.FixedLenFeature([], tf.int64),
-          IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
-          IMAGE_OK_FEATURE: tf.io.FixedLenFeature([], tf.int64)}
-  return tf.io.parse_single_example(serialized, spec)
-
-
-def load_catalog_arrays(examples_uri: str, image_size: int):
-  """The whole catalogue in memory: (ad_ids list, categories int64[N], images uint8[N,S,S,3])."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  ds = tf.data.TFRecordDataset(catalog_files(examples_uri), compression_type="GZIP").map(parse_catalog)
-  ids, cats, imgs = [], [], []
-  for ex in ds:
-    ids.append(ex[F.AD_KEY].numpy().decode())
-    cats.append(int(ex[F.CATEGORY_KEY]))
-    img = tf.io.decode_png(ex[IMAGE_FEATURE], channels=3).numpy()
-    if img.shape[:2] != (image_size, image_size):
-      raise CatalogError(f"ad {ids[-1]!r}: catalogue image is {img.shape[:2]}, expected {image_size}")
-    imgs.append(img)
-  if not ids:
-    raise CatalogError(f"the ad catalogue under {examples_uri} is empty")
-  return ids, np.array(cats, dtype=np.int64), np.stack(imgs)
 
 
 @tfx.dsl.components.component

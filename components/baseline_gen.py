@@ -29,11 +29,10 @@ import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from tfx_pipeline import features as F
+from spec.features import IMAGE_KEY, FeatureSpec, transformed_name
 from tfx_pipeline.evaluation import BASELINE_METRICS_FILE as METRICS_FILE
+
 EVALUATION_DIR = "evaluation"
-_COLUMNS = (F.transformed_name(F.USER_KEY), F.IMAGE_KEY, F.transformed_name(F.CATEGORY_KEY),
-            F.transformed_name(F.LABEL_KEY))
 
 
 class Baselines(tfx.dsl.Artifact):
@@ -41,9 +40,14 @@ class Baselines(tfx.dsl.Artifact):
   TYPE_NAME = "cscnn.Baselines"   # namespace.Name, as Kubeflow v2 requires
 
 
-def _columns(serialized: bytes) -> tuple:
+def _fit_columns(spec: FeatureSpec) -> tuple:
+  """The transformed columns the baselines are fitted on: user id, image key, category id, label."""
+  return (transformed_name(spec.user), IMAGE_KEY, transformed_name(spec.category), transformed_name(spec.label))
+
+
+def _columns(serialized: bytes, columns: tuple) -> tuple:
   feats = tf.train.Example.FromString(serialized).features.feature
-  return tuple(feats[c].int64_list.value[0] for c in _COLUMNS)
+  return tuple(feats[c].int64_list.value[0] for c in columns)
 
 
 class _Stack(beam.CombineFn):
@@ -67,7 +71,7 @@ class _Stack(beam.CombineFn):
     return out
 
   def extract_output(self, acc):
-    return np.asarray(acc, np.int64).reshape(-1, len(_COLUMNS))
+    return np.asarray(acc, np.int64).reshape(-1, 4)
 
 
 def _save_array(path: str):
@@ -92,10 +96,14 @@ def BaselineGen(
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     transform_graph: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.TransformGraph],
     baselines: tfx.dsl.components.OutputArtifact[Baselines],
+    spec: tfx.dsl.components.Parameter[str],
     neighbors: tfx.dsl.components.Parameter[int] = 50,
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> tfx.dsl.components.OutputDict(best_per_user_auc=float):
-  """Fits, exports and evaluates the heuristic baselines (see the module docstring)."""
+  """Fits, exports and evaluates the heuristic baselines (see the module docstring).
+
+  `spec`: the data set's `FeatureSpec` as JSON (its roles say which columns are the user, the
+  ad and the category; its first label is the click)."""
   import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
   import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
   from models.baselines import KINDS, BLEND_FEATURES, build_baseline_model, fit_baselines  # pylint: disable=import-outside-toplevel
@@ -104,12 +112,13 @@ def BaselineGen(
   from tfx_pipeline.metrics import PER_USER_AUC_NAME  # pylint: disable=import-outside-toplevel
   from tfx_pipeline.preprocessing import id_space  # pylint: disable=import-outside-toplevel
 
+  feature_spec = FeatureSpec.from_json(spec)
   t0 = time.time()
   rows_path = os.path.join(baselines.uri, "train_rows.npy")
   train_files = os.path.join(transformed_examples.uri, "Split-train", "*")
   with beam_pipeline as p:
     _ = (p | "ReadTrain" >> beam.io.ReadFromTFRecord(train_files)
-         | "Columns" >> beam.Map(_columns)
+         | "Columns" >> beam.Map(_columns, _fit_columns(feature_spec))
          | "Stack" >> beam.CombineGlobally(_Stack())
          | "Save" >> beam.Map(_save_array(rows_path)))
   with tf.io.gfile.GFile(rows_path, "rb") as f:
@@ -119,14 +128,15 @@ def BaselineGen(
 
   tft_output = tft.TFTransformOutput(transform_graph.uri)
   tables = fit_baselines(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3],
-                         num_users=id_space(F.FEATURES_BY_NAME[F.USER_KEY], tft_output),
-                         num_categories=id_space(F.FEATURES_BY_NAME[F.CATEGORY_KEY], tft_output),
+                         num_users=id_space(feature_spec.user_feature, tft_output),
+                         num_categories=id_space(feature_spec.category_feature, tft_output),
                          neighbors=neighbors)
   logging.info("BaselineGen: fitted %s in %.1f s", tables.shape, time.time() - t0)
   for kind in KINDS:
-    export_serving_model(build_baseline_model(kind, tables), tft_output, os.path.join(baselines.uri, kind))
+    export_serving_model(build_baseline_model(kind, tables, feature_spec), tft_output,
+                         os.path.join(baselines.uri, kind), feature_spec)
 
-  config = eval_config(auc_floor=None, auc_tolerance=None, model_names=KINDS, plots=False)
+  config = eval_config(auc_floor=None, auc_tolerance=None, model_names=KINDS, plots=False, spec=feature_spec)
   shared = [tfma.default_eval_shared_model(os.path.join(baselines.uri, kind), model_name=kind,
                                            eval_config=config) for kind in KINDS]
   eval_dir = os.path.join(baselines.uri, EVALUATION_DIR)

@@ -23,7 +23,8 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.utils import path_utils
 
-from tfx_pipeline import features as F
+from tfx_pipeline.catalog import AD_COLUMN, CATEGORY_COLUMN
+from spec.features import FeatureSpec
 
 
 class VisualTable(tfx.dsl.Artifact):
@@ -35,15 +36,20 @@ TABLE_DIR = "table"
 STATS_FILE = "stats.json"
 
 
-def _ad_id(serialized: bytes) -> str:
-  return tf.train.Example.FromString(serialized).features.feature[F.AD_KEY].bytes_list.value[0].decode()
+def _ad_id(serialized: bytes, column: str) -> str:
+  """The raw value of an impression's ad column as a string (the catalogue's ad_id)."""
+  feature = tf.train.Example.FromString(serialized).features.feature[column]
+  if feature.bytes_list.value:
+    return feature.bytes_list.value[0].decode()
+  return str(feature.int64_list.value[0])
 
 
 class _EmbedFn(beam.DoFn):
   """Loads the trained model once per worker; embeds a batch of catalogue rows."""
 
-  def __init__(self, model_dir: str, transform_uri: str):
+  def __init__(self, model_dir: str, transform_uri: str, spec_json: str):
     self.model_dir, self.transform_uri = model_dir, transform_uri
+    self.category = FeatureSpec.from_json(spec_json).category_feature
 
   def setup(self):
     import keras  # pylint: disable=import-outside-toplevel
@@ -55,15 +61,15 @@ class _EmbedFn(beam.DoFn):
     self.tft_output = tft.TFTransformOutput(self.transform_uri)
 
   def process(self, batch: List[bytes]) -> Iterable[bytes]:
-    from components.ad_catalog import IMAGE_FEATURE, parse_catalog  # pylint: disable=import-outside-toplevel
+    from tfx_pipeline.catalog import IMAGE_FEATURE, parse_catalog  # pylint: disable=import-outside-toplevel
     from tfx_pipeline.preprocessing import lookup_ids  # pylint: disable=import-outside-toplevel
     rows = [parse_catalog(b) for b in batch]
     images = np.stack([tf.io.decode_png(r[IMAGE_FEATURE], channels=3).numpy() for r in rows]).astype(np.float32)
-    raw_cats = [int(r[F.CATEGORY_KEY]) for r in rows]
-    cats = lookup_ids(F.FEATURES_BY_NAME[F.CATEGORY_KEY], raw_cats, self.tft_output)
+    raw_cats = [int(r[CATEGORY_COLUMN]) for r in rows]
+    cats = lookup_ids(self.category, raw_cats, self.tft_output)
     x_v = np.asarray(self.cnn({"image": images, "category": cats}, training=False))
     for r, c, v in zip(rows, raw_cats, x_v):
-      yield _row_example(r[F.AD_KEY].numpy().decode(), c, v)
+      yield _row_example(r[AD_COLUMN].numpy().decode(), c, v)
 
 
 def _read_rows(files):
@@ -71,16 +77,16 @@ def _read_rows(files):
   ids, cats, vecs = [], [], []
   for rec in tf.data.TFRecordDataset(files, compression_type="GZIP"):
     ex = tf.train.Example.FromString(rec.numpy())
-    ids.append(ex.features.feature[F.AD_KEY].bytes_list.value[0].decode())
-    cats.append(ex.features.feature[F.CATEGORY_KEY].int64_list.value[0])
+    ids.append(ex.features.feature[AD_COLUMN].bytes_list.value[0].decode())
+    cats.append(ex.features.feature[CATEGORY_COLUMN].int64_list.value[0])
     vecs.append(np.array(ex.features.feature["x_v"].float_list.value, np.float32))
   return ids, np.array(cats, np.int64), np.stack(vecs) if vecs else np.zeros((0, 0), np.float32)
 
 
 def _row_example(ad_id: str, category_id: int, x_v: np.ndarray) -> bytes:
   return tf.train.Example(features=tf.train.Features(feature={
-      F.AD_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ad_id.encode()])),
-      F.CATEGORY_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(category_id)])),
+      AD_COLUMN: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ad_id.encode()])),
+      CATEGORY_COLUMN: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(category_id)])),
       "x_v": tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(x_v).tolist())),
   })).SerializeToString()
 
@@ -119,7 +125,7 @@ def VisualEmbeddingGen(
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
   import models.attention, models.layers, models.visual  # noqa: F401
-  from components.ad_catalog import catalog_files  # pylint: disable=import-outside-toplevel
+  from tfx_pipeline.catalog import catalog_files  # pylint: disable=import-outside-toplevel
   from models.dcn import DCNConfig  # pylint: disable=import-outside-toplevel
   from tfx_pipeline.export import export_serving_model  # pylint: disable=import-outside-toplevel
   from tfx_pipeline.preprocessing import fingerprint, lookup_ids  # pylint: disable=import-outside-toplevel
@@ -127,16 +133,19 @@ def VisualEmbeddingGen(
   from tfx_pipeline.trainer import END_TO_END_MODEL, TRAINING_META  # pylint: disable=import-outside-toplevel
 
   model_dir = path_utils.serving_model_path(model.uri)
+  with tf.io.gfile.GFile(os.path.join(model_dir, TRAINING_META)) as f:
+    meta = json.load(f)
+  spec = FeatureSpec.from_dict(meta["spec"])
   work = os.path.join(visual_table.uri, "work")
   split_files = lambda split: os.path.join(examples.uri, f"Split-{split}", "*")  # noqa: E731
   with beam_pipeline as p:
     _ = (p | "ReadCatalog" >> beam.io.ReadFromTFRecord(os.path.join(os.path.dirname(catalog_files(catalog.uri)[0]), "*.gz"))
          | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
-         | "Embed" >> beam.ParDo(_EmbedFn(model_dir, transform_graph.uri))
+         | "Embed" >> beam.ParDo(_EmbedFn(model_dir, transform_graph.uri, spec.to_json()))
          | "WriteRows" >> beam.io.WriteToTFRecord(os.path.join(work, "rows"), file_name_suffix=".gz"))
     for split in ("train", "eval"):
       _ = (p | f"Read{split}" >> beam.io.ReadFromTFRecord(split_files(split))
-           | f"AdId{split}" >> beam.Map(_ad_id)
+           | f"AdId{split}" >> beam.Map(_ad_id, spec.ad)
            | f"Count{split}" >> beam.combiners.Count.PerElement()
            | f"Json{split}" >> beam.Map(json.dumps)
            | f"Write{split}" >> beam.io.WriteToText(os.path.join(work, f"counts_{split}")))
@@ -161,17 +170,15 @@ def VisualEmbeddingGen(
            "table_bytes": int(sum(tf.io.gfile.stat(f).length for f in tf.io.gfile.glob(os.path.join(out_dir, "*"))))}
   tf.io.gfile.rmtree(work)
 
-  with tf.io.gfile.GFile(os.path.join(model_dir, TRAINING_META)) as f:
-    meta = json.load(f)
   tft_output = tft.TFTransformOutput(transform_graph.uri)
   end_to_end = keras.models.load_model(os.path.join(model_dir, END_TO_END_MODEL))
   kept_idx = np.array(keep)
   serving = build_serving_model(
-      end_to_end, DCNConfig.from_dict(meta["model"]), meta["id_space"],
+      end_to_end, spec, DCNConfig.from_dict(meta["model"]), meta["id_space"],
       fingerprint([ads[i] for i in keep]).numpy(), np.stack(vecs)[kept_idx],
-      lookup_ids(F.FEATURES_BY_NAME[F.CATEGORY_KEY], np.array(cats)[kept_idx], tft_output))
+      lookup_ids(spec.category_feature, np.array(cats)[kept_idx], tft_output))
   export_dir = path_utils.serving_model_path(serving_model.uri)
-  export_serving_model(serving, tft_output, export_dir)
+  export_serving_model(serving, tft_output, export_dir, spec)
   stats["serving_model_bytes"] = int(sum(
       tf.io.gfile.stat(os.path.join(d, n)).length for d, _, ns in tf.io.gfile.walk(export_dir) for n in ns))
   with tf.io.gfile.GFile(os.path.join(visual_table.uri, STATS_FILE), "w") as f:

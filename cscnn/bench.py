@@ -30,16 +30,16 @@ import numpy as np
 
 
 def _batch(n_impressions: int, per_ad: int, image_size: int, id_space: int, rng):
-  from tfx_pipeline import features as F
+  from spec.features import DEFAULT_SPEC, transformed_name
   n_ads = max(1, n_impressions // per_ad)
   ad_of = np.repeat(np.arange(n_ads), per_ad)[:n_impressions]
   ad_of = np.concatenate([ad_of, np.arange(n_impressions - len(ad_of))])
   images = rng.uniform(0, 255, size=(n_ads, image_size, image_size, 3)).astype("float32")
-  x = {F.transformed_name(f.name): rng.integers(0, id_space, size=(n_impressions,) + f.shape)
-       for f in F.FEATURES}
+  x = {transformed_name(f.name): rng.integers(0, id_space, size=(n_impressions,) + f.shape)
+       for f in DEFAULT_SPEC.features}
   x["image"] = images[ad_of % n_ads]
   x["image_key"] = (ad_of % n_ads).astype("int64")
-  x[F.transformed_name(F.CATEGORY_KEY)] = (ad_of % 7).astype("int64")
+  x[transformed_name(DEFAULT_SPEC.category)] = (ad_of % 7).astype("int64")
   y = rng.integers(0, 2, size=(n_impressions, 1)).astype("float32")
   return x, y, len(np.unique(ad_of % n_ads))
 
@@ -91,8 +91,8 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
   from models.ctr import build_model
   from models.dcn import DCNConfig
   from models.visual import VisualConfig
-  from tfx_pipeline import configs as C
-  from tfx_pipeline import features as F
+  from spec import choices as C
+  from spec.features import DEFAULT_SPEC
 
   unknown = [b for b in backbones if b not in C.BACKBONES] + [a for a in attentions if a not in ATTENTIONS]
   if unknown:   # before minutes of building models, not after
@@ -106,7 +106,7 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
       raise ValueError(f"{name} must be >= 1, got {value}")
   rng = np.random.default_rng(0)
   id_space = 50
-  sizes = {f.name: id_space for f in F.FEATURES}
+  sizes = {f.name: id_space for f in DEFAULT_SPEC.features}
   configs = []   # (key, backbone, attention, per_ad, dedup)
   for b in backbones:
     for a in attentions:
@@ -122,7 +122,7 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
   for key, b, a, g, d in configs:
     keras.utils.set_random_seed(0)
     variant = {"none": "finetune"}.get(a, a)
-    model = build_model(F.FEATURES, sizes, DCNConfig(),
+    model = build_model(DEFAULT_SPEC, sizes, DCNConfig(),
                         VisualConfig(variant, b, image_size=image_size, dedup=d))
     x, y, unique = _batch(batch, g, image_size, id_space, rng)
     for _ in range(warmup):
@@ -240,7 +240,7 @@ def bench_serving(base_path: str, model: str, candidates_csv: str, sizes=(1, 100
   from models.cost import served_macs_per_row
   from serving.client import CtrClient, candidate_tensors
   from serving.model_manager import numeric_versions
-  from tfx_pipeline.export import SERVING_RAW
+  from spec.names import SERVING_RAW
 
   with open(candidates_csv, newline="") as f:
     rows = [r for _, r in zip(range(max(sizes)), csv.DictReader(f))]
@@ -390,7 +390,7 @@ def profile_serving(base_path: str, model: str, candidates, requests: int = 200,
   from serving.client import candidate_example, predict_request
   from serving.model_manager import ModelConfig, ModelManager
   from serving.server import PredictionService, RequestLimits, decode_inputs, predict_response
-  from tfx_pipeline.export import SERVING_RAW
+  from spec.names import SERVING_RAW
 
   manager = ModelManager([ModelConfig(model, base_path)])
   manager.poll_once(initial=True)

@@ -44,7 +44,16 @@ def _cmd_data_movielens(args) -> int:
   return 0
 
 
-def _trainer_config(args):
+def _load_spec(path):
+  """The feature spec of `--spec PATH` (None: the project's default spec); SpecFileError names
+  the file, line and key."""
+  from spec.features import DEFAULT_SPEC
+  from spec.files import load
+  return DEFAULT_SPEC if path is None else load(path)
+
+
+def _trainer_settings(args):
+  from tfx_pipeline.settings import TrainerSettings
   model = {}
   if args.learning_rate is not None:
     model["learning_rate"] = args.learning_rate
@@ -53,7 +62,7 @@ def _trainer_config(args):
   if args.target_attention:
     from tfx_pipeline import configs
     model["target_attention"] = [list(configs.TARGET_ATTENTION)]
-  visual = {"backbone": args.backbone}
+  visual = {"variant": args.variant, "backbone": args.backbone, "image_size": args.image_size}
   for key in ("attention", "channel_prior", "spatial_prior", "attention_layers"):
     if getattr(args, key) is not None:
       visual[key] = getattr(args, key)
@@ -64,9 +73,11 @@ def _trainer_config(args):
   if args.backbone_weights is not None:
     visual["backbone_weights"] = (args.backbone_weights if args.backbone_weights == "imagenet"
                                   else os.path.abspath(args.backbone_weights))
-  return {"model": model, "visual": visual, "batch_size": args.batch_size, "epochs": args.epochs,
-          "seed": args.seed, "impressions_per_ad": args.impressions_per_ad,
-          "mixed_precision": args.mixed_precision, "distribution": args.distribution}
+  return TrainerSettings.from_dict({
+      "model": model, "visual": visual, "train_steps": args.train_steps, "eval_steps": args.eval_steps,
+      "batch_size": args.batch_size, "epochs": args.epochs, "seed": args.seed,
+      "impressions_per_ad": args.impressions_per_ad, "mixed_precision": args.mixed_precision,
+      "distribution": args.distribution})
 
 
 def _check_backbone_weights(args) -> str:
@@ -89,13 +100,21 @@ def _check_backbone_weights(args) -> str:
 def _cmd_pipeline_run(args) -> int:
   from tfx_pipeline import configs
   from tfx_pipeline.input_check import InputDataError, check_impressions
+  from spec.files import SpecFileError
+  from tfx_pipeline.schema import SCHEMA_PATH, write_schema
   problem = _check_backbone_weights(args)
   if problem:
     print(f"cscnn pipeline run: {problem}", file=sys.stderr)
     return 2
+  try:
+    spec = _load_spec(args.spec)
+    settings = _trainer_settings(args)
+  except (SpecFileError, ValueError) as e:
+    print(f"cscnn pipeline run: {e}", file=sys.stderr)
+    return 2
   if not args.skip_input_check:
     try:
-      rows = check_impressions(args.data)
+      rows = check_impressions(args.data, spec)
     except InputDataError as e:
       print(f"cscnn pipeline run: {e}", file=sys.stderr)
       return 2
@@ -114,13 +133,15 @@ def _cmd_pipeline_run(args) -> int:
   from tfx_pipeline import local_runner
   from tfx_pipeline.summary import format_summary, run_summary
   t0 = time.time()
+  schema_path = SCHEMA_PATH
+  if args.spec is not None:   # the spec's own schema, beside the run's artifacts
+    schema_path = write_schema(os.path.join(os.path.abspath(args.output), "schema", "schema.pbtxt"), spec,
+                               source=os.path.abspath(args.spec))
   print(f"running TFX pipeline (LocalDagRunner) on {args.data} -> {args.output}", flush=True)
   try:
     local_runner.run(args.data, args.output, beam_pipeline_args=args.beam_arg, only_node=args.only_node,
-                     train_steps=args.train_steps, eval_steps=args.eval_steps,
-                     trainer_config=_trainer_config(args), auc_floor=args.auc_floor,
-                     auc_tolerance=args.auc_tolerance, visual_variant=args.variant,
-                     image_size=args.image_size, on_bad_image=args.on_bad_image,
+                     trainer=settings, spec=spec, schema_path=schema_path, auc_floor=args.auc_floor,
+                     auc_tolerance=args.auc_tolerance, on_bad_image=args.on_bad_image,
                      table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k,
                      enable_cache=args.cache, cold_by=args.cold_by, baseline_margin=args.baseline_margin)
   except Exception as e:  # pylint: disable=broad-except
@@ -137,10 +158,16 @@ def _cmd_pipeline_run(args) -> int:
   return 0
 
 
+def _variant_settings(variant: str):
+  from models.visual import VisualConfig
+  from tfx_pipeline.settings import TrainerSettings
+  return TrainerSettings(visual=VisualConfig(variant=variant))
+
+
 def _cmd_pipeline_compile(args) -> int:
   from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
   compile_pipeline(args.image, args.output, pipeline_root=args.pipeline_root, data_root=args.data_root,
-                   beam_pipeline_args=args.beam_arg, visual_variant=args.variant,
+                   beam_pipeline_args=args.beam_arg, trainer=_variant_settings(args.variant),
                    input_layout=args.input_layout, cold_by=args.cold_by)
   print(f"wrote the Kubeflow Pipelines v2 job spec to {args.output} (image {args.image})")
   return 0
@@ -148,7 +175,7 @@ def _cmd_pipeline_compile(args) -> int:
 
 def _cmd_pipeline_nodes(args) -> int:
   from tfx_pipeline.local_runner import nodes
-  out = nodes(visual_variant=args.variant)
+  out = nodes(trainer=_variant_settings(args.variant))
   if args.json:
     print(json.dumps(out, indent=1))
   else:
@@ -169,7 +196,20 @@ def _cmd_pipeline_summary(args) -> int:
 
 
 def _cmd_schema(args) -> int:
+  from spec.files import SpecFileError
   from tfx_pipeline.schema import SCHEMA_PATH, schema_text, write_schema
+  if args.spec is not None:
+    try:
+      spec = _load_spec(args.spec)
+    except SpecFileError as e:
+      print(f"cscnn schema: {e}", file=sys.stderr)
+      return 2
+    if args.write or args.check:
+      print("cscnn schema: --write and --check are for the project's own schema; with --spec the "
+            "schema is printed (pipeline run --spec writes it beside the run)", file=sys.stderr)
+      return 2
+    print(schema_text(spec, os.path.abspath(args.spec)), end="")
+    return 0
   if args.write:
     print(f"wrote {write_schema()}")
     return 0
@@ -341,13 +381,13 @@ def _cmd_tensorboard(args) -> int:
 
 def _cmd_experiment_ablation(args) -> int:
   from cscnn.experiment import run_ablation, table_paths
-  from tfx_pipeline import configs
+  from spec import choices
   run_args = ["--train-steps", str(args.train_steps), "--backbone", args.backbone, *args.run_arg]
   if args.variants is not None and args.grid != "variants":
     print(f"cscnn experiment ablation: --variants is for the variants grid; the {args.grid} grid "
           "has its own cells", file=sys.stderr)
     return 2
-  variants = args.variants.split(",") if args.variants else configs.VISUAL_VARIANTS
+  variants = args.variants.split(",") if args.variants else choices.VISUAL_VARIANTS
   try:
     run_ablation(args.data, args.output, grid=args.grid, variants=variants,
                  seeds=args.seeds, run_args=run_args, log=lambda m: print(m, flush=True))
@@ -382,8 +422,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
   from cscnn.experiment import GRIDS
+  from models.visual import IMAGE_SIZE
+  from spec import choices
+  from spec import features as F
   from tfx_pipeline import configs
-  from tfx_pipeline import features as F
   cold_by = dict(default=F.COLD_BY[0], choices=list(F.COLD_BY),
                  help=f"the cold-ad slice: ads with fewer than {F.COLD_THRESHOLD} training impressions (rows), or "
                       "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
@@ -430,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="folder with impressions/*.csv (hash-split 4:1), or pre-split "
                       "impressions/train/*.csv + impressions/eval/*.csv, and ads/ads.csv")
   r.add_argument("--output", required=True, help="output folder: pipeline/, metadata.sqlite, serving/")
+  r.add_argument("--spec", default=None, metavar="FILE",
+                 help="the data set's feature spec (YAML: columns, kinds, labels, roles; draft one with "
+                      "`cscnn spec infer`); default: the project's own columns (spec/features.py)")
   r.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                  help="Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_num_workers=2")
   r.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="Trainer budget: batches in all")
@@ -453,29 +498,29 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--baseline-margin", type=float, default=configs.BASELINE_MARGIN,
                  help="nor a model whose per-user AUC is below the best heuristic baseline's (popularity, "
                       "category affinity, item co-occurrence, blend) plus this; negative: no baseline gate")
-  r.add_argument("--variant", default=configs.VISUAL_VARIANT,
-                 choices=configs.VISUAL_VARIANTS,
+  r.add_argument("--variant", default=choices.VISUAL_VARIANT,
+                 choices=choices.VISUAL_VARIANTS,
                  help="visual model (paper Table 8); none = DCN without images")
-  r.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES,
+  r.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES,
                  help="CNN of the visual tower (light: small residual net for CPUs)")
   r.add_argument("--backbone-weights", default=None, metavar="imagenet|PATH",
                  help="start the backbone from weights: imagenet (efficientnet_lite0: the ImageNet weights "
                       "make setup converts) or a Keras weights file of the same backbone (default: random)")
-  r.add_argument("--image-size", type=int, default=configs.IMAGE_SIZE, help="S: images are resized to S x S")
+  r.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="S: images are resized to S x S")
   r.add_argument("--impressions-per-ad", type=int, default=configs.IMPRESSIONS_PER_AD,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")
   r.add_argument("--no-dedup", action="store_true", help="run the CNN on every impression")
   r.add_argument("--spatial-norm", action="store_true",
                  help="batch norm after the spatial gate's 7x7 conv, as the official CBAM code")
   r.add_argument("--attention", default=None,
-                 choices=["none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn"],
+                 choices=list(choices.ATTENTION_KINDS),
                  help="override the variant's attention kind (paper Table 5)")
   r.add_argument("--channel-prior", type=int, default=None, help="C' (None: 20)")
   r.add_argument("--spatial-prior", type=int, default=None, help="H' = W' (None: 7)")
   r.add_argument("--attention-layers", type=int, default=None,
                  help="L': attention on the last L' conv layers (None: all)")
   r.add_argument("--mixed-precision", action="store_true", help="Keras mixed_float16 policy (for GPUs)")
-  r.add_argument("--distribution", default="default", choices=["default", "mirrored"],
+  r.add_argument("--distribution", default="default", choices=["default", "mirrored"],  # TrainerSettings
                  help="tf.distribute strategy of the Trainer (mirrored: every local GPU)")
   r.add_argument("--on-bad-image", default="error", choices=["error", "blank"],
                  help="a missing or undecodable catalogue image: stop naming it, or use a grey image")
@@ -499,18 +544,18 @@ def build_parser() -> argparse.ArgumentParser:
   cp.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/cscnn", help="where the run's artifacts go")
   cp.add_argument("--data-root", default="gs://YOUR_BUCKET/cscnn/data",
                   help="default of the data_root run-time parameter")
-  cp.add_argument("--input-layout", default=configs.LAYOUT_FLAT, choices=list(configs.INPUT_LAYOUTS),
+  cp.add_argument("--input-layout", default=choices.LAYOUT_FLAT, choices=list(choices.INPUT_LAYOUTS),
                   help="flat impressions/*.csv (hash-split) or pre-split impressions/train|eval/*.csv: "
                        "fixed at compile time, data_root being a run-time parameter")
-  cp.add_argument("--variant", default=configs.VISUAL_VARIANT,
-                  choices=configs.VISUAL_VARIANTS, help="visual model (paper Table 8)")
+  cp.add_argument("--variant", default=choices.VISUAL_VARIANT,
+                  choices=choices.VISUAL_VARIANTS, help="visual model (paper Table 8)")
   cp.add_argument("--cold-by", **cold_by)
   cp.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                   help="Beam pipeline argument for the cluster, repeatable, e.g. --beam-arg=--runner=DataflowRunner")
   cp.set_defaults(func=_cmd_pipeline_compile)
   nd = pipe.add_parser("nodes", help="the pipeline's components in order, with their upstream ones")
-  nd.add_argument("--variant", default=configs.VISUAL_VARIANT,
-                  choices=configs.VISUAL_VARIANTS, help="visual model (none has no visual components)")
+  nd.add_argument("--variant", default=choices.VISUAL_VARIANT,
+                  choices=choices.VISUAL_VARIANTS, help="visual model (none has no visual components)")
   nd.add_argument("--json", action="store_true", help="print JSON")
   nd.set_defaults(func=_cmd_pipeline_nodes)
   sm = pipe.add_parser("summary", help="print the outcome of the latest run in OUTPUT")
@@ -520,9 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
 
   models = sub.add_parser("models", help="the Keras models").add_subparsers(dest="models_command", required=True)
   ms = models.add_parser("summary", help="parameters and FLOPs of a visual tower (paper Table 2)")
-  ms.add_argument("--backbone", default="resnet18", choices=configs.BACKBONES, help="CNN to count")
+  ms.add_argument("--backbone", default="resnet18", choices=choices.BACKBONES, help="CNN to count")
   ms.add_argument("--attention", default="cscnn",
-                  choices=["none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn"],
+                  choices=list(choices.ATTENTION_KINDS),
                   help="attention module on the conv layers")
   ms.add_argument("--placement", default="per-conv", choices=["per-conv", "per-block"],
                   help="ResNet-18: a module after every conv (the paper's 16) or one per block (8)")
@@ -618,10 +663,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "without the category prior; figure5: C', H' = W', L'")
   ab.add_argument("--variants", default=None,
                   help="comma-separated `pipeline run --variant` values, for the variants grid only "
-                       f"(None: {','.join(configs.VISUAL_VARIANTS)})")
+                       f"(None: {','.join(choices.VISUAL_VARIANTS)})")
   ab.add_argument("--seeds", type=int, default=3, help="trainer seeds 0 .. N-1 per configuration")
   ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="the same budget for every cell")
-  ab.add_argument("--backbone", default=configs.BACKBONE, choices=configs.BACKBONES, help="CNN of every cell")
+  ab.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES, help="CNN of every cell")
   ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")
   ab.set_defaults(func=_cmd_experiment_ablation)
 
@@ -639,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
   g = sc.add_mutually_exclusive_group()
   g.add_argument("--write", action="store_true", help="write the schema file from the feature spec")
   g.add_argument("--check", action="store_true", help="exit 1 if the schema file is stale")
+  sc.add_argument("--spec", default=None, metavar="FILE", help="print the schema of this feature spec file")
   sc.set_defaults(func=_cmd_schema)
   return p
 

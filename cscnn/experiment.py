@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Dict, List, Sequence, Tuple
 
-from tfx_pipeline import configs
+from spec import choices
 
 METRICS = (("auc", "AUC"), ("per_user_auc", "per-user AUC"), ("cold_auc", "cold-ad AUC"))
 
@@ -75,10 +75,10 @@ def steps_for(grid: str, labels: Sequence[str]) -> List[Tuple[str, str]]:
 
 def cells_for(grid: str, variants: Sequence[str]) -> List[Tuple[str, List[str]]]:
   if grid == "variants":
-    unknown = [v for v in variants if v not in configs.VISUAL_VARIANTS]
+    unknown = [v for v in variants if v not in choices.VISUAL_VARIANTS]
     if unknown:   # before any cell runs, not when the grid reaches it
       raise ValueError(f"unknown variant(s) {', '.join(unknown)}; "
-                       f"choose from {', '.join(configs.VISUAL_VARIANTS)}")
+                       f"choose from {', '.join(choices.VISUAL_VARIANTS)}")
     return [(v, ["--variant", v]) for v in variants]
   if grid not in GRIDS:
     raise ValueError(f"grid must be variants, {', '.join(GRIDS)}; got {grid!r}")
@@ -110,7 +110,7 @@ def baseline_results(results: List[Dict]) -> List[Dict]:
 
 
 def run_ablation(data: str, output: str, grid: str = "variants",
-                 variants: Sequence[str] = configs.VISUAL_VARIANTS,
+                 variants: Sequence[str] = choices.VISUAL_VARIANTS,
                  seeds: int = 3, run_args: Sequence[str] = (), log=print) -> List[Dict]:
   cells = cells_for(grid, variants)
   plan = []                                      # seed-major: a partial run already compares variants

@@ -31,6 +31,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from spec.choices import ATTENTION_KINDS
+
 _POOLS = ("avg", "max")
 
 
@@ -256,7 +258,6 @@ class SpatialAttention(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
 
-ATTENTION_KINDS = ("none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,11 +42,9 @@ import numpy as np
 
 from models import efficientnet_lite
 from models.attention import AttentionConfig, ConvAttention
-from tfx_pipeline.configs import BACKBONES
+from spec.choices import BACKBONES, PLACEMENTS
+from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 
-PLACEMENTS = ("per-conv", "per-block")
-IMAGE_INPUT = "image"
-CATEGORY_INPUT = "category"
 PROJECTION = "x_v"
 IMAGENET = "imagenet"
 

@@ -34,8 +34,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from models.dcn import OUTPUT_KEY
-from tfx_pipeline.features import CATEGORY_KEY, IMAGE_KEY, USER_KEY, transformed_name
+from spec.features import IMAGE_KEY, FeatureSpec, transformed_name
+from spec.names import OUTPUT_KEY
 
 POPULARITY = "popularity"
 CATEGORY_AFFINITY = "category_affinity"
@@ -320,13 +320,17 @@ class BaselineScorer(keras.layers.Layer):
     return {**super().get_config(), "kind": self.kind, **self.sizes}
 
 
-BASELINE_INPUTS = (transformed_name(USER_KEY), IMAGE_KEY, transformed_name(CATEGORY_KEY))
+def baseline_inputs(spec: FeatureSpec) -> Tuple[str, str, str]:
+  """The Transform outputs a baseline reads: the user's id, the ad's image key, the category's id."""
+  return transformed_name(spec.user), IMAGE_KEY, transformed_name(spec.category)
 
 
-def build_baseline_model(kind: str, tables: BaselineTables, output_name: str = OUTPUT_KEY) -> keras.Model:
+def build_baseline_model(kind: str, tables: BaselineTables, spec: FeatureSpec,
+                         output_name: str = OUTPUT_KEY) -> keras.Model:
   """A Keras model with the CTR model's input names -> ``{output_name: score (B, 1)}``."""
-  inputs = {n: keras.Input((), dtype="int64", name=n) for n in BASELINE_INPUTS}
+  names = baseline_inputs(spec)
+  inputs = {n: keras.Input((), dtype="int64", name=n) for n in names}
   scorer = BaselineScorer(kind, **tables.shape, name=f"baseline_{kind}")
-  y = scorer(tuple(inputs[n] for n in BASELINE_INPUTS))
+  y = scorer(tuple(inputs[n] for n in names))
   scorer.set_tables(tables)
   return keras.Model(inputs, {output_name: y}, name=f"baseline_{kind}")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import keras
 
 from models.dcn import DCNConfig, build_ctr_model
 from models.visual import VisualConfig, make_visual_tower
-from tfx_pipeline.features import CATEGORY_KEY, Feature
+from spec.features import FeatureSpec
 
 
-def build_model(features: Sequence[Feature], id_space: Mapping[str, int],
+def build_model(spec: FeatureSpec, id_space: Mapping[str, int],
                 dcn: DCNConfig = DCNConfig(), visual: VisualConfig = VisualConfig()) -> keras.Model:
-  """DCN (+ fixed / fine-tuned CNN, + CBAM, + CSCNN): Table 8's rows by `visual.variant`."""
-  tower = make_visual_tower(visual, id_space[CATEGORY_KEY])
-  return build_ctr_model(features, id_space, dcn, tower)
+  """DCN (+ fixed / fine-tuned CNN, + CBAM, + CSCNN): Table 8's rows by `visual.variant`.
+
+  The visual tower's category is the spec's ``category`` role."""
+  tower = make_visual_tower(visual, id_space[spec.category], spec.category)
+  return build_ctr_model(spec.features, id_space, dcn, tower)

@@ -19,9 +19,8 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 import keras
 
 from models.layers import CrossNet, HistoryMatch, PooledEmbedding, TargetAttention
-from tfx_pipeline.features import MULTI, Feature, transformed_name
-
-OUTPUT_KEY = "ctr"
+from spec.features import TOKEN_KINDS, Feature, transformed_name
+from spec.names import OUTPUT_KEY
 
 # A visual tower: (model inputs) -> (extra inputs it needs, x_v).
 VisualTower = Callable[[Dict[str, keras.KerasTensor]], Tuple[Dict[str, keras.KerasTensor], keras.KerasTensor]]
@@ -74,21 +73,27 @@ class DCNConfig:
 
 
 def build_inputs(features: Sequence[Feature]) -> Dict[str, keras.KerasTensor]:
-  """Keras inputs for the transformed id of every feature (int64; [B] or [B, max_len])."""
-  return {transformed_name(f.name): keras.Input(shape=f.shape, dtype="int64", name=transformed_name(f.name))
+  """Keras inputs for every transformed feature: int64 ids ([B] or [B, max_len]), or a float32
+  [B] for a numeric feature that is not bucketised."""
+  return {transformed_name(f.name): keras.Input(shape=f.shape, dtype=f.transformed_dtype,
+                                                name=transformed_name(f.name))
           for f in features}
 
 
 def build_embedding(inputs: Mapping[str, keras.KerasTensor], features: Sequence[Feature],
                     id_space: Mapping[str, int], config: DCNConfig) -> keras.KerasTensor:
-  """x_nv: the concatenated d_e-dimensional embeddings of all features (eq. 7)."""
+  """x_nv: the concatenated d_e-dimensional embeddings of all features (eq. 7), and the
+  normalised value of each numeric feature that is not bucketised (x_0 = [embeddings, dense])."""
   parts = []
   for f in features:
+    x = inputs[transformed_name(f.name)]
+    if not f.embedded:
+      parts.append(keras.layers.Reshape((1,), name=f"dense_{f.name}")(x))
+      continue
     dim = f.embedding_dim or config.embedding_dim
     if f.name not in id_space:
       raise ValueError(f"no id-space size for feature {f.name!r}")
-    x = inputs[transformed_name(f.name)]
-    if f.kind == MULTI:
+    if f.kind in TOKEN_KINDS:
       parts.append(PooledEmbedding(id_space[f.name], dim, padding_id=f.padding_id,
                                    name=f"emb_{f.name}")(x))
     else:
@@ -97,10 +102,11 @@ def build_embedding(inputs: Mapping[str, keras.KerasTensor], features: Sequence[
   pairs = [("target_attention", q, h) for q, h in config.target_attention]
   pairs += [("history_match", q, h) for q, h in config.history_match]
   for what, query, history in pairs:
-    for name, kind in ((query, None), (history, MULTI)):
-      if name not in by_name or (kind is not None and by_name[name].kind != kind):
-        raise ValueError(f"{what} ({query!r}, {history!r}): {name!r} is not a "
-                         f"{'multi-valued ' if kind else ''}feature of this model")
+    for name, kinds in ((query, None), (history, TOKEN_KINDS)):
+      if (name not in by_name or not by_name[name].embedded
+          or (kinds is not None and by_name[name].kind not in kinds)):
+        raise ValueError(f"{what} ({query!r}, {history!r}): {name!r} is not "
+                         f"{'a token-list' if kinds else 'an embedded'} feature of this model")
     if what == "target_attention":
       layer = TargetAttention(id_space[query], id_space[history], padding_id=by_name[history].padding_id,
                               name=f"target_attention_{query}_{history}")
@@ -117,8 +123,8 @@ def build_ctr_model(features: Sequence[Feature], id_space: Mapping[str, int],
   """The CTR model of eq. 3-6: returns a Keras model from transformed ids to P(click).
 
   Args:
-    features: the feature descriptions (``tfx_pipeline.features.FEATURES``).
-    id_space: per feature name, the number of distinct ids Transform can emit.
+    features: the feature descriptions (a `spec.FeatureSpec`'s ``features``).
+    id_space: per embedded feature's name, the number of distinct ids Transform can emit.
     config: hyperparameters.
     visual_tower: optional; builds x_v from the inputs (the seam of eq. 3).
   """

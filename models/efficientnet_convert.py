@@ -19,7 +19,8 @@ import numpy as np
 
 from models import efficientnet_lite as E
 from models.attention import AttentionConfig
-from models.backbones import IMAGE_INPUT, BackboneConfig, build_visual_tower
+from models.backbones import BackboneConfig, build_visual_tower
+from spec.names import IMAGE_INPUT
 
 SKIPPED_SUFFIX = ".num_batches_tracked"
 BN_FIELDS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),

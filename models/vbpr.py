@@ -15,7 +15,7 @@ from typing import Optional
 import keras
 from keras import ops
 
-from models.backbones import CATEGORY_INPUT, IMAGE_INPUT
+from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 
 USER_INPUT = "user"
 ITEM_INPUT = "item"

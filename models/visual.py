@@ -16,18 +16,19 @@ import keras
 import tensorflow as tf
 
 from models.attention import AttentionConfig
-from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, BackboneConfig, build_visual_tower
-from tfx_pipeline import configs
-from tfx_pipeline import features as F
+from models.backbones import BackboneConfig, build_visual_tower
+from spec import choices
+from spec.features import transformed_name
+from spec.names import CATEGORY_INPUT, IMAGE_INPUT, IMAGE_KEY_INPUT
 
-IMAGE_KEY_INPUT = "image_key"   # int64 id unique per image (e.g. a fingerprint of ad_id)
+IMAGE_SIZE = 32                 # S: small enough for the CNN on a CPU
 
 
 @dataclasses.dataclass(frozen=True)
 class VisualConfig:
-  variant: str = configs.VISUAL_VARIANT
-  backbone: str = configs.BACKBONE
-  image_size: int = configs.IMAGE_SIZE
+  variant: str = choices.VISUAL_VARIANT
+  backbone: str = choices.BACKBONE
+  image_size: int = IMAGE_SIZE
   output_dim: int = 150
   placement: str = "per-conv"
   attention_layers: Optional[int] = None   # L'
@@ -40,8 +41,8 @@ class VisualConfig:
   backbone_weights: Optional[str] = None   # "imagenet" or a Keras weights file (BackboneConfig.weights)
 
   def __post_init__(self):
-    if self.variant not in configs.VISUAL_VARIANTS:
-      raise ValueError(f"visual variant must be one of {configs.VISUAL_VARIANTS}, got {self.variant!r}")
+    if self.variant not in choices.VISUAL_VARIANTS:
+      raise ValueError(f"visual variant must be one of {choices.VISUAL_VARIANTS}, got {self.variant!r}")
     self.backbone_config()
     self.attention_config()
 
@@ -114,11 +115,11 @@ class DedupApply(keras.layers.Layer):
     return cls(**config)
 
 
-def make_visual_tower(cfg: VisualConfig, num_categories: int):
+def make_visual_tower(cfg: VisualConfig, num_categories: int, category_feature: str):
   """The DCN seam's callable: builds the CNN and returns ({image, image_key inputs}, x_v).
 
-  The category comes from the transformed ``category_id`` input, so the priors are indexed by
-  Transform ids (``num_categories`` = its id space, OOV included).
+  The category comes from the transformed input of `category_feature`, so the priors are
+  indexed by Transform ids (``num_categories`` = its id space, OOV included).
   """
   if not cfg.enabled:
     return None
@@ -130,7 +131,7 @@ def make_visual_tower(cfg: VisualConfig, num_categories: int):
     cnn = build_visual_tower(cfg.backbone_config(), cfg.attention_config(), num_categories,
                              name="cnn")
     x_v = DedupApply(cnn, enabled=cfg.dedup, name="visual")(
-        {IMAGE_INPUT: image, CATEGORY_INPUT: inputs[F.transformed_name(F.CATEGORY_KEY)], "key": key})
+        {IMAGE_INPUT: image, CATEGORY_INPUT: inputs[transformed_name(category_feature)], "key": key})
     return {IMAGE_INPUT: image, IMAGE_KEY_INPUT: key}, x_v
 
   return tower

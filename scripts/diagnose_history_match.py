@@ -44,7 +44,7 @@ def main(argv=None) -> int:
   import keras  # pylint: disable=import-outside-toplevel
   from sklearn.metrics import roc_auc_score  # pylint: disable=import-outside-toplevel
   from models.dcn import DCNConfig, build_ctr_model  # pylint: disable=import-outside-toplevel
-  from tfx_pipeline.features import CATEGORICAL, MULTI, Feature  # pylint: disable=import-outside-toplevel
+  from spec.features import CATEGORICAL, MULTI, Feature  # pylint: disable=import-outside-toplevel
 
   features = (Feature("category_id", CATEGORICAL, int),
               Feature("clicked_categories", MULTI, str, max_len=args.history))

@@ -3,7 +3,7 @@
 beside the heuristic baselines of `models.baselines` on the same rows.
 
 One knob per run, the rest as the pipeline's DCN without its history match (the features of
-`tfx_pipeline.features` but the CSV's clicked_ads, which --history-ads builds here; d_e = 4,
+`spec.features` but the CSV's clicked_ads, which --history-ads builds here; d_e = 4,
 1024-512-256 deep part, 3 cross layers, Adam 1e-3, batch 256, point-wise log loss):
 
     bin/env python scripts/diagnose_ranker.py --data /tmp/ml [--id-dim 16] [--ad-min-count 1]

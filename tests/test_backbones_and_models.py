@@ -13,7 +13,8 @@ from models.ctr import build_model
 from models.dcn import DCNConfig
 from models.vbpr import bpr_loss, build_pairwise_model, build_vbpr
 from models.visual import DedupApply, VisualConfig
-from tfx_pipeline import features as F
+from spec import features as F
+S = F.DEFAULT_SPEC
 
 
 def _images(n, size, seed=0):
@@ -116,12 +117,12 @@ def test_dedup_runs_cnn_once_per_unique_ad_with_identical_outputs_and_gradients(
 
 
 def _id_space():
-  return {f.name: 6 for f in F.FEATURES}
+  return {f.name: 6 for f in S.features}
 
 
 def _ctr_inputs(n=4, size=16, seed=0):
   rng = np.random.default_rng(seed)
-  x = {F.transformed_name(f.name): rng.integers(0, 6, size=(n,) + f.shape) for f in F.FEATURES}
+  x = {F.transformed_name(f.name): rng.integers(0, 6, size=(n,) + f.shape) for f in S.features}
   x["image"] = _images(n, size, seed)
   x["image_key"] = rng.integers(0, 3, size=n)
   return x
@@ -132,7 +133,7 @@ SMALL_DCN = DCNConfig(deep_units=(16, 8, 4), output_units=(4,))
 
 @pytest.mark.parametrize("variant", ["none", "fixed", "finetune", "cbam", "cscnn"])
 def test_table8_variants(variant):
-  model = build_model(F.FEATURES, _id_space(), SMALL_DCN,
+  model = build_model(S, _id_space(), SMALL_DCN,
                       VisualConfig(variant, "light", image_size=16, channel_prior=4, spatial_prior=3))
   names = {t.name for t in model.inputs}
   assert ("image" in names) == (variant != "none")
@@ -147,7 +148,7 @@ def test_table8_variants(variant):
 
 
 def test_full_ctr_model_round_trip(tmp_path):
-  model = build_model(F.FEATURES, _id_space(), SMALL_DCN,
+  model = build_model(S, _id_space(), SMALL_DCN,
                       VisualConfig("cscnn", "light", image_size=16, channel_prior=4, spatial_prior=3))
   x = _ctr_inputs()
   before = np.asarray(model(x))
@@ -214,7 +215,7 @@ def test_trains_under_mixed_precision_and_a_distribution_strategy(setting):
     keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     with _strategy("mirrored" if setting == "mirrored" else "default").scope():
-      model = build_model(F.FEATURES, _id_space(), SMALL_DCN, cfg)
+      model = build_model(S, _id_space(), SMALL_DCN, cfg)
     x = _ctr_inputs(n=8, size=16)
     loss = model.train_on_batch(x, np.ones((8, 1), "float32"))
     assert np.isfinite(loss[0] if isinstance(loss, list) else loss)

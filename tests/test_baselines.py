@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from models import baselines as B
+from spec.features import DEFAULT_SPEC
 
 # user, ad key, category, label; hand-computed below.
 ROWS = np.array([
@@ -85,11 +86,11 @@ def test_blend_is_a_logistic_regression_on_leave_one_out_counts():
 @pytest.mark.parametrize("kind", B.KINDS)
 def test_keras_layer_equals_numpy_and_survives_save_and_load(kind, tmp_path):
   t = _fit()
-  model = B.build_baseline_model(kind, t)
+  model = B.build_baseline_model(kind, t, DEFAULT_SPEC)
   users = np.array([0, 1, 2, 2, 0, 5], np.int64)
   ads = np.array([10, 20, 30, 10, 99, 20], np.int64)
   cats = np.array([0, 0, 1, 0, 1, 0], np.int64)
-  inputs = dict(zip(B.BASELINE_INPUTS, (users, ads, cats)))
+  inputs = dict(zip(B.baseline_inputs(DEFAULT_SPEC), (users, ads, cats)))
   got = np.asarray(model(inputs)["ctr"])[:, 0]
   np.testing.assert_allclose(got, _score(kind, users, ads, cats, t), rtol=1e-5, atol=1e-7)
   assert ((got >= 0) & (got <= 1)).all()

@@ -4,6 +4,7 @@ shows each option's default."""
 import argparse
 
 from cscnn.cli import build_parser
+from spec import choices
 from tfx_pipeline import configs
 
 
@@ -32,6 +33,6 @@ def test_help_shows_the_defaults():
   run = dict(_commands(parser))[("cscnn", "pipeline", "run")]
   text = run.format_help()
   assert f"(default: {configs.TRAIN_STEPS})" in text
-  assert f"(default: {configs.BACKBONE})" in text
+  assert f"(default: {choices.BACKBONE})" in text
   # help texts that name their own fallback are not given a second default
   assert "(None: 20) (default" not in text.replace("\n", " ")

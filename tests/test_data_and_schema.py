@@ -14,7 +14,8 @@ from PIL import Image
 from conftest import quadrant_colours
 
 from cscnn.data.sample import COLOURS, SampleConfig, generate
-from tfx_pipeline import features as F
+from spec import features as F
+S = F.DEFAULT_SPEC
 from tfx_pipeline.input_check import InputDataError, check_impressions
 from tfx_pipeline.schema import SCHEMA_PATH, schema_text
 
@@ -54,7 +55,7 @@ def test_files_and_images(sample):
   out, summary = sample
   with open(out / "impressions" / "impressions.csv") as f:
     rows = list(csv.DictReader(f))
-  assert tuple(rows[0].keys()) == F.RAW_COLUMNS
+  assert tuple(rows[0].keys()) == S.raw_columns
   assert len(rows) == 20000
   with open(out / "ads" / "ads.csv") as f:
     ads = list(csv.DictReader(f))
@@ -151,7 +152,9 @@ def test_committed_schema_is_generated_from_features():
 
 def test_feature_description_validation():
   with pytest.raises(ValueError, match="kind"):
-    F.Feature("x", "numeric", str)
+    F.Feature("x", "embedding", str)
+  with pytest.raises(ValueError, match="numeric features are int or float"):
+    F.Feature("x", F.NUMERIC, str)
   with pytest.raises(ValueError, match="space-separated"):
     F.Feature("x", F.MULTI, int)
 
@@ -168,11 +171,11 @@ def _good_row(**overrides):
          "category_id": "1", "brand_id": "b", "hour": "3", "weekday": "1", "query_words": "q",
          "title_words": "t", "clicked_categories": "1 2"}
   row.update(overrides)
-  return ",".join(row[c] for c in F.RAW_COLUMNS)
+  return ",".join(row[c] for c in S.raw_columns)
 
 
 def test_input_check_accepts_good_rows(tmp_path):
-  root = _write(tmp_path, ",".join(F.RAW_COLUMNS) + "\n" + _good_row() + "\n" + _good_row(query_words="") + "\n")
+  root = _write(tmp_path, ",".join(S.raw_columns) + "\n" + _good_row() + "\n" + _good_row(query_words="") + "\n")
   assert check_impressions(root) == 2
 
 
@@ -183,13 +186,13 @@ def test_input_check_accepts_good_rows(tmp_path):
     (_good_row() + ",extra", r"impressions.csv:3: 13 fields, header has 12"),
 ])
 def test_input_check_names_file_line_and_field(tmp_path, row, expected):
-  root = _write(tmp_path, ",".join(F.RAW_COLUMNS) + "\n" + _good_row() + "\n" + row + "\n")
+  root = _write(tmp_path, ",".join(S.raw_columns) + "\n" + _good_row() + "\n" + row + "\n")
   with pytest.raises(InputDataError, match=expected):
     check_impressions(root)
 
 
 def test_input_check_missing_column(tmp_path):
-  cols = [c for c in F.RAW_COLUMNS if c != "weekday"]
+  cols = [c for c in S.raw_columns if c != "weekday"]
   root = _write(tmp_path, ",".join(cols) + "\n")
-  with pytest.raises(InputDataError, match=r"missing required column\(s\) \['weekday'\]"):
+  with pytest.raises(InputDataError, match=r"missing column\(s\) \['weekday'\] that the feature spec names"):
     check_impressions(root)

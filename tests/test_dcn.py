@@ -6,18 +6,19 @@ import pytest
 import keras
 
 from models.dcn import DCNConfig, build_ctr_model
-from tfx_pipeline import features as F
+from spec import features as F
+S = F.DEFAULT_SPEC
 
 SMALL = DCNConfig(embedding_dim=3, cross_layers=3, deep_units=(8, 6, 5), output_units=(4,))
 
 
 def _id_space():
-  return {f.name: 7 for f in F.FEATURES}
+  return {f.name: 7 for f in S.features}
 
 
 def _random_inputs(rng, n=4):
   x = {}
-  for f in F.FEATURES:
+  for f in S.features:
     shape = (n,) + f.shape
     x[F.transformed_name(f.name)] = rng.integers(0 if f.kind == F.MULTI else 0, 7, size=shape)
   return x
@@ -35,7 +36,7 @@ def _mean_pool(table, ids):
 def _numpy_forward(model, x, visual=None, history_match=()):
   """Eq. 7, 3, 4, 5, 6 written out in numpy from the model's weights."""
   parts = []
-  for f in F.FEATURES:
+  for f in S.features:
     table = model.get_layer(f"emb_{f.name}").get_weights()[0]
     ids = x[F.transformed_name(f.name)]
     parts.append(_mean_pool(table, ids) if f.kind == F.MULTI else table[ids])
@@ -69,15 +70,15 @@ def _randomise(model, rng):
 
 def test_dcn_matches_numpy_forward_pass():
   rng = np.random.default_rng(0)
-  model = build_ctr_model(F.FEATURES, _id_space(), SMALL)
+  model = build_ctr_model(S.features, _id_space(), SMALL)
   _randomise(model, rng)
   x = _random_inputs(rng)
   np.testing.assert_allclose(np.asarray(model(x)), _numpy_forward(model, x), rtol=1e-4, atol=1e-6)
 
 
 def test_paper_dimensions():
-  model = build_ctr_model(F.FEATURES, _id_space(), DCNConfig())
-  d_nv = 4 * len(F.FEATURES)                                   # d_e = 4 per feature
+  model = build_ctr_model(S.features, _id_space(), DCNConfig())
+  d_nv = 4 * len(S.features)                                   # d_e = 4 per feature
   assert model.get_layer("x_nv").output.shape[-1] == d_nv
   assert [model.get_layer(f"deep_{i}").units for i in range(3)] == [1024, 512, 256]
   assert [tuple(w.shape) for w in model.get_layer("cross_net").weights] == [(d_nv,)] * 6
@@ -90,7 +91,7 @@ def test_visual_seam_joins_h1():
     return {"x_v_in": image}, image
 
   rng = np.random.default_rng(1)
-  model = build_ctr_model(F.FEATURES, _id_space(), SMALL, visual_tower=tower)
+  model = build_ctr_model(S.features, _id_space(), SMALL, visual_tower=tower)
   assert model.get_layer("h1").output.shape[-1] == 150 + SMALL.deep_units[0]
   _randomise(model, rng)
   x = _random_inputs(rng)
@@ -103,16 +104,16 @@ def test_history_match_joins_x_nv():
   pairs = (("category_id", "clicked_categories"),)
   config = DCNConfig(embedding_dim=3, cross_layers=3, deep_units=(8, 6, 5), output_units=(4,),
                      history_match=pairs, history_match_dim=2)
-  model = build_ctr_model(F.FEATURES, _id_space(), config)
-  assert model.get_layer("x_nv").output.shape[-1] == 3 * len(F.FEATURES) + 2 + 1
+  model = build_ctr_model(S.features, _id_space(), config)
+  assert model.get_layer("x_nv").output.shape[-1] == 3 * len(S.features) + 2 + 1
   rng = np.random.default_rng(2)
   _randomise(model, rng)
   x = _random_inputs(rng)
   x[F.transformed_name("clicked_categories")][0] = 0              # an empty history
   np.testing.assert_allclose(np.asarray(model(x)), _numpy_forward(model, x, history_match=pairs),
                              rtol=1e-4, atol=1e-6)
-  with pytest.raises(ValueError, match="'user_id' is not a multi-valued feature"):
-    build_ctr_model(F.FEATURES, _id_space(), DCNConfig(history_match=(("ad_id", "user_id"),)))
+  with pytest.raises(ValueError, match="'user_id' is not a token-list feature"):
+    build_ctr_model(S.features, _id_space(), DCNConfig(history_match=(("ad_id", "user_id"),)))
 
 
 def test_served_multiply_adds_per_row_of_the_paper_dcn_with_x_v():
@@ -125,8 +126,8 @@ def test_served_multiply_adds_per_row_of_the_paper_dcn_with_x_v():
     x_v = keras.Input((150,), name="x_v_in")
     return {"x_v_in": x_v}, x_v
 
-  model = build_ctr_model(F.FEATURES, _id_space(), DCNConfig(), visual_tower=tower)
-  d = 4 * len(F.FEATURES)                                      # x_nv: 44
+  model = build_ctr_model(S.features, _id_space(), DCNConfig(), visual_tower=tower)
+  d = 4 * len(S.features)                                      # x_nv: 44
   by_hand = d * 1024 + (150 + 1024) * 512 + 512 * 256 + (256 + d) * 128 + 128 * 1 + 3 * 2 * d
   cost = served_macs_per_row(model.variables)
   assert cost["macs"] == by_hand == 816_008

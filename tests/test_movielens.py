@@ -17,7 +17,8 @@ from conftest import ROOT
 from cscnn.data.movielens import (MovieLensConfig, SourceError, clicked_categories, convert, decade,
                                   title_words)
 from tfx_pipeline import configs
-from tfx_pipeline import features as F
+from spec import features as F
+S = F.DEFAULT_SPEC
 from tfx_pipeline.input_check import check_impressions, detect_layout
 
 REAL_SOURCE = os.path.join(os.path.dirname(ROOT), "shared", "data", "movielens1m_posters")
@@ -75,7 +76,7 @@ def _read(path):
 def _by_user(rows):
   out = collections.defaultdict(lambda: {"pos": [], "neg": []})
   for r in rows:
-    out[int(r["user_id"][1:])]["pos" if r[F.LABEL_KEY] == "1" else "neg"].append(int(r[F.AD_KEY][1:]))
+    out[int(r["user_id"][1:])]["pos" if r[S.label] == "1" else "neg"].append(int(r[S.ad][1:]))
   return out
 
 
@@ -136,7 +137,7 @@ def test_held_out_and_negatives(converted):
 
 def test_feature_mapping(converted):
   rows = converted["train"] + converted["eval"] + converted["validation"]
-  assert list(converted["train"][0]) == list(F.RAW_COLUMNS)
+  assert list(converted["train"][0]) == list(S.raw_columns)
   city = {1: "zip4_F", 2: "zip7_M", 3: "zip5_M", 4: "zipx_F", 5: "zip9_M"}
   age = {1: "1", 2: "56", 3: "25", 4: "35", 5: "18"}
   for r in rows:

@@ -91,8 +91,9 @@ def test_serving_model_matches_end_to_end_model(run_dir):
   import keras
   import tensorflow as tf
   import tensorflow_transform as tft
-  from components.ad_catalog import load_catalog_arrays
-  from tfx_pipeline import features as F
+  from tfx_pipeline.catalog import load_catalog_arrays
+  from spec import features as F
+  S = F.DEFAULT_SPEC
   from tfx_pipeline.trainer import END_TO_END_MODEL, ImageIndex
 
   out = run_dir["out"]
@@ -104,13 +105,13 @@ def test_serving_model_matches_end_to_end_model(run_dir):
   with open(os.path.join(run_dir["data"], "impressions", "impressions.csv")) as f:
     rows = list(csv.DictReader(f))[:64]
   raw = {f.name: tf.constant([[int(r[f.name]) if f.dtype is int else r[f.name]] for r in rows],
-                             dtype=tf.int64 if f.dtype is int else tf.string) for f in F.FEATURES}
+                             dtype=tf.int64 if f.dtype is int else tf.string) for f in S.features}
   transformed = tft_out.transform_features_layer()(raw)
   x = {t.name: transformed[t.name] for t in e2e.inputs if t.name in transformed}
   x["image"] = index.lookup(transformed[F.IMAGE_KEY])
   expected = np.asarray(e2e(x, training=False)).ravel()
   served = tf.saved_model.load(_pushed(run_dir)).signatures["serving_raw"](
-      **{f.name: tf.reshape(raw[f.name], [-1]) for f in F.FEATURES})
+      **{f.name: tf.reshape(raw[f.name], [-1]) for f in S.features})
   assert np.all(served["visual_fallback"].numpy() == 0)
   np.testing.assert_allclose(served["ctr"].numpy().ravel(), expected, atol=1e-5, rtol=0)
 
@@ -135,13 +136,14 @@ def test_saved_model_scores_in_a_fresh_process(run_dir):
   script = textwrap.dedent(f"""
     import csv, json
     import numpy as np, tensorflow as tf
-    from tfx_pipeline import features as F
+    from spec import features as F
+    S = F.DEFAULT_SPEC
     m = tf.saved_model.load({os.path.join(run_dir['serving'], version)!r})
     rows = list(csv.DictReader(open({os.path.join(run_dir['data'], 'impressions', 'impressions.csv')!r})))[:20]
     rows[0]["ad_id"] = "never_seen_ad"; rows[0]["user_id"] = "never_seen_user"
     def example(r):
       feats = {{}}
-      for f in F.FEATURES:
+      for f in S.features:
         if f.dtype is int:
           feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(r[f.name])]))
         else:
@@ -149,7 +151,7 @@ def test_saved_model_scores_in_a_fresh_process(run_dir):
       return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
     a = m.signatures["serving_default"](examples=tf.constant([example(r) for r in rows]))["ctr"].numpy()
     raw = {{f.name: tf.constant([int(r[f.name]) if f.dtype is int else r[f.name] for r in rows],
-                               dtype=tf.int64 if f.dtype is int else tf.string) for f in F.FEATURES}}
+                               dtype=tf.int64 if f.dtype is int else tf.string) for f in S.features}}
     b = m.signatures["serving_raw"](**raw)["ctr"].numpy()
     fb = m.signatures["serving_default"](examples=tf.constant([example(r) for r in rows]))["visual_fallback"].numpy()
     print(json.dumps({{"a": a.ravel().tolist(), "b": b.ravel().tolist(), "fallback": fb.ravel().tolist(),

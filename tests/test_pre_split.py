@@ -9,12 +9,17 @@ import os
 
 import pytest
 
+from models.visual import VisualConfig
 from tfx_pipeline import configs
-from tfx_pipeline import features as F
+from tfx_pipeline.settings import TrainerSettings
+from spec import features as F
+S = F.DEFAULT_SPEC
 from tfx_pipeline.input_check import InputDataError, check_impressions, detect_layout, input_splits
 
-ROW = {F.LABEL_KEY: "1", "user_id": "u1", "user_city": "c1", "user_age": "2", F.AD_KEY: "a1",
-       F.CATEGORY_KEY: "3", "brand_id": "b1", "hour": "0", "weekday": "0", "query_words": "",
+NO_IMAGES = TrainerSettings(visual=VisualConfig(variant="none"))
+
+ROW = {S.label: "1", "user_id": "u1", "user_city": "c1", "user_age": "2", S.ad: "a1",
+       S.category: "3", "brand_id": "b1", "hour": "0", "weekday": "0", "query_words": "",
        "title_words": "t1 t2", "clicked_categories": "3 1"}
 
 
@@ -22,13 +27,13 @@ def _write(path, rows):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w", newline="") as f:
     w = csv.writer(f, lineterminator="\n")
-    w.writerow(F.RAW_COLUMNS)
+    w.writerow(S.raw_columns)
     for r in rows:
-      w.writerow([r[c] for c in F.RAW_COLUMNS])
+      w.writerow([r[c] for c in S.raw_columns])
 
 
 def _rows(n, user_prefix):
-  return [{**ROW, "user_id": f"{user_prefix}{i}", F.LABEL_KEY: str(i % 2)} for i in range(n)]
+  return [{**ROW, "user_id": f"{user_prefix}{i}", S.label: str(i % 2)} for i in range(n)]
 
 
 def _pre_split(root, train=5, evals=3):
@@ -40,7 +45,7 @@ def _pre_split(root, train=5, evals=3):
 def _example_gen(data_root, **kwargs):
   from tfx_pipeline.pipeline import create_pipeline
   p = create_pipeline(pipeline_name="t", pipeline_root="/unused", data_root=data_root,
-                      serving_model_dir="/unused", visual_variant="none", **kwargs)
+                      serving_model_dir="/unused", trainer=NO_IMAGES, **kwargs)
   gen = p.components[0]
   assert gen.id == "CsvExampleGen"
   return gen
@@ -150,8 +155,10 @@ def test_kubeflow_compile_takes_the_layout_explicitly(tmp_path):
   """data_root is a run-time parameter on Kubeflow: the layout is a compile-time choice."""
   from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
   out = tmp_path / "pipeline.json"
-  compile_pipeline("registry.example.com/cscnn:test", str(out), visual_variant="none",
+  compile_pipeline("registry.example.com/cscnn:test", str(out), trainer=NO_IMAGES,
                    input_layout=configs.LAYOUT_PRE_SPLIT)
   job = out.read_text()
   assert "impressions/train/*.csv" in job and "impressions/eval/*.csv" in job
-  assert "hash_buckets" not in job and "hashBuckets" not in job
+  example_gen = next(v for k, v in json.loads(job)["pipelineSpec"]["deploymentSpec"]["executors"].items()
+                     if "CsvExampleGen" in k)
+  assert "hash_buckets" not in json.dumps(example_gen) and "hashBuckets" not in json.dumps(example_gen)

@@ -9,7 +9,8 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import schema_utils
 
-from tfx_pipeline import features as F
+from spec import features as F
+S = F.DEFAULT_SPEC
 from tfx_pipeline.preprocessing import id_space, preprocessing_fn
 from tfx_pipeline.schema import make_schema
 
@@ -20,7 +21,7 @@ def _row(label, user, ad, cat, query="q1 q2", title="t1", clicked="1 2"):
           "query_words": [query], "title_words": [title], "clicked_categories": [clicked]}
 
 
-N_A1 = max(6, F.FEATURES_BY_NAME["ad_id"].min_count)   # a1 clears the ad id's frequency control
+N_A1 = max(6, S.feature("ad_id").min_count)   # a1 clears the ad id's frequency control
 TRAIN = ([_row(1, b"u1", b"a1", 1)] * N_A1 + [_row(0, b"u2", b"a2", 2, title="t1 t2 t3 t4 t5 t6 t7 t8")] * 2
          + [_row(0, b"u1", b"a3", 1, query="", clicked="")])
 TEST = [_row(0, b"u_new", b"a_new", 9, clicked=F.EMPTY_LIST.encode()), _row(1, b"u1", b"a1", 1, clicked=b"2 _ 77")]
@@ -35,14 +36,14 @@ def transformed():
     out_dir = tmp + "/tft"
     _ = fn | tft_beam.WriteTransformFn(out_dir)
     output = tft.TFTransformOutput(out_dir)
-    sizes = {f.name: id_space(f, output) for f in F.FEATURES}
+    sizes = {f.name: id_space(f, output) for f in S.features}
   return test, sizes
 
 
 def test_unknown_values_go_to_oov_buckets(transformed):
   test, sizes = transformed
   new, known = test
-  ad = F.FEATURES_BY_NAME["ad_id"]
+  ad = S.feature("ad_id")
   # min_count > 2: the vocabulary holds a1 only (a2 and a3 are too rare); unknown and rare ids
   # land in [1, 1 + oov_buckets)
   assert ad.min_count > 2
@@ -56,11 +57,11 @@ def test_multi_valued_features_are_padded_and_truncated(transformed):
   test, sizes = transformed
   known = test[1]
   title = known[F.transformed_name("title_words")]
-  assert title.shape == (F.FEATURES_BY_NAME["title_words"].max_len,)
+  assert title.shape == (S.feature("title_words").max_len,)
   assert title[0] > 0 and np.all(title[1:] == 0)                  # one token, then padding
   query = known[F.transformed_name("query_words")]
   assert np.all(query[:2] > 0) and np.all(query[2:] == 0)
-  assert np.all(query[:2] <= F.FEATURES_BY_NAME["query_words"].hash_buckets)
+  assert np.all(query[:2] <= S.feature("query_words").hash_buckets)
 
 
 def test_the_empty_list_token_is_padding_not_a_value(transformed):
@@ -89,8 +90,8 @@ TRAIN_P = ([_row(1, b"u1", b"a1", 1)] * N_A1 + [_row(1, b"u2", b"a_pop", 2)] * 2
 TEST_P = [_row(0, b"u1", b"a1", 1), _row(1, b"u2", b"a_pop", 2), _row(0, b"u9", b"a_new", 3)]
 
 
-def _analyse(train, test, custom_config):
-  metadata = tft.DatasetMetadata(make_schema())
+def _analyse(train, test, custom_config, metadata=None):
+  metadata = metadata or tft.DatasetMetadata(make_schema())
   fn_ = lambda inputs: preprocessing_fn(inputs, custom_config)  # noqa: E731
   tmp = tempfile.mkdtemp()
   with tft_beam.Context(temp_dir=tmp):
@@ -112,7 +113,7 @@ def test_cold_by_positives_needs_no_label_at_serving_time():
   fixed by the analysis, so the cold flag must still come out, and right."""
   _, output = _analyse(TRAIN_P, TEST_P, {"cold_by": "positives"})
   raw = {k: tf.constant([[r[k][0]] for r in TEST_P], tf.string if isinstance(v[0], (bytes, str)) else tf.int64)
-         for k, v in TEST_P[0].items() if k != F.LABEL_KEY}
+         for k, v in TEST_P[0].items() if k != S.label}
   transformed = output.transform_features_layer()(raw)
   assert transformed[F.COLD_KEY].numpy().reshape(-1).tolist() == [0, 1, 1]
 
@@ -120,3 +121,50 @@ def test_cold_by_positives_needs_no_label_at_serving_time():
 def test_cold_by_rejects_unknown_values():
   with pytest.raises(ValueError, match="cold_by must be one of impressions, positives; got 'clicks'"):
     _analyse(TRAIN_P, TEST_P, {"cold_by": "clicks"})
+
+
+# A data set with its own column names: roles on other columns, a string category, a numeric
+# price (log1p then z-score), a bucketised dwell time, a behaviour sequence with its times, two labels.
+OTHER_SPEC = F.FeatureSpec.from_dict({
+    "labels": ["click", "buy"],
+    "roles": {"user": "customer", "ad": "item", "category": "ptype"},
+    "features": [
+        {"name": "customer", "kind": "categorical"},
+        {"name": "item", "kind": "categorical"},
+        {"name": "ptype", "kind": "categorical"},
+        {"name": "price", "kind": "numeric", "normalize": "log1p_zscore"},
+        {"name": "dwell", "kind": "numeric", "dtype": "int", "normalize": "none", "buckets": 2},
+        {"name": "history", "kind": "sequence", "max_len": 3, "time_column": "history_age"},
+    ]})
+
+
+def _other_row(click, customer, item, price, dwell, history, ages):
+  return {"click": [click], "buy": [0], "customer": [customer], "item": [item], "ptype": [b"shoes"],
+          "price": [price], "dwell": [dwell], "history": [history], "history_age": [ages]}
+
+
+OTHER_TRAIN = [_other_row(1, b"c1", b"i1", 0.0, 1, b"i2 i3", b"5 9"),
+               _other_row(0, b"c2", b"i2", float(np.e - 1), 2, b"i1", b"2"),
+               _other_row(1, b"c1", b"i3", float(np.e ** 2 - 1), 30, b"_", b"_"),
+               _other_row(0, b"c2", b"i1", float(np.e - 1), 40, b"i3 i1 i2 i9", b"1 2 3 4")]
+
+
+def test_a_spec_with_other_columns_numbers_and_a_sequence():
+  from tfx_pipeline.preprocessing import id_spaces
+  metadata = tft.DatasetMetadata(make_schema(OTHER_SPEC))
+  out, output = _analyse(OTHER_TRAIN, OTHER_TRAIN, {"spec": OTHER_SPEC.to_dict()}, metadata)
+  # log1p(price) = 0, 1, 2, 1: mean 1, population std sqrt(1/2)
+  np.testing.assert_allclose([float(r["price_xf"]) for r in out], [-np.sqrt(2), 0, np.sqrt(2), 0], atol=1e-5)
+  dwell = [int(r["dwell_xf"]) for r in out]
+  assert set(dwell) == {0, 1} and dwell == sorted(dwell)          # 2 quantile buckets of 1, 2, 30, 40
+  history = np.stack([r["history_xf"] for r in out])
+  assert history.shape == (4, 3)
+  assert (history[2] == 0).all() and (history[1][1:] == 0).all() and (history[0][2] == 0)
+  assert (history[0][:2] > 0).all() and (history[3] > 0).all()   # truncated to max_len = 3
+  np.testing.assert_allclose(np.stack([r["history_time_xf"] for r in out]),
+                             [[5, 9, 0], [2, 0, 0], [0, 0, 0], [1, 2, 3]])
+  assert [int(r["click_xf"]) for r in out] == [1, 0, 1, 0] and [int(r["buy_xf"]) for r in out] == [0] * 4
+  assert int(out[0]["ad_train_impressions"]) == 2                 # item i1: the ad role's column
+  sizes = id_spaces(OTHER_SPEC, output)
+  assert sizes["dwell"] == 2 and "price" not in sizes
+  assert sizes["ptype"] == 1 + 1 and sizes["history"] == 4 + 1 + 1   # vocabulary + OOV (+ padding)

@@ -30,7 +30,8 @@ from serving.client import CtrClient, candidate_example, candidate_tensors, pred
 from serving.errors import Unavailable
 from serving.model_manager import BatchingConfig, ModelConfig, ModelManager
 from serving.server import ModelServer, RequestLimits
-from tfx_pipeline import features as F
+from spec import features as F
+S = F.DEFAULT_SPEC
 
 MODEL = "cscnn_ctr"
 
@@ -97,7 +98,7 @@ def test_grpc_predict_status_and_metadata(server, candidates, expected):
   sigs = get_model_metadata_pb2.SignatureDefMap()
   meta.metadata["signature_def"].Unpack(sigs)
   assert {"serving_default", "serving_raw"} <= set(sigs.signature_def)
-  assert set(sigs.signature_def["serving_raw"].inputs) == {f.name for f in F.FEATURES}
+  assert set(sigs.signature_def["serving_raw"].inputs) == {f.name for f in S.features}
 
 
 def test_grpc_on_tf_examples_predict_regress_classify(server, candidates, expected):
@@ -130,7 +131,7 @@ def _http(srv, path, body=None):
 
 
 def _typed(c):
-  return {f.name: int(c[f.name]) if f.dtype is int else c[f.name] for f in F.FEATURES}
+  return {f.name: int(c[f.name]) if f.dtype is int else c[f.name] for f in S.features}
 
 
 def test_rest_row_and_columnar_formats(server, candidates, expected):
@@ -138,7 +139,7 @@ def test_rest_row_and_columnar_formats(server, candidates, expected):
                        {"signature_name": "serving_raw", "instances": [_typed(c) for c in candidates[:5]]})
   assert status == 200
   np.testing.assert_allclose([p["ctr"][0] for p in body["predictions"]], expected[:5], atol=1e-6)
-  cols = {f.name: [_typed(c)[f.name] for c in candidates[:5]] for f in F.FEATURES}
+  cols = {f.name: [_typed(c)[f.name] for c in candidates[:5]] for f in S.features}
   status, body = _http(server, f"/v1/models/{MODEL}/versions/1:predict",
                        {"signature_name": "serving_raw", "inputs": cols})
   assert status == 200

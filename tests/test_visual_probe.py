@@ -23,7 +23,8 @@ from conftest import quadrant_colours
 
 from cscnn.data.sample import SampleConfig, generate
 from models.attention import AttentionConfig
-from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, BackboneConfig, build_visual_tower
+from models.backbones import BackboneConfig, build_visual_tower
+from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 
 
 @pytest.fixture(scope="module")

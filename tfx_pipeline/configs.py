@@ -1,29 +1,23 @@
-"""Pipeline-wide constants and defaults: the one place for names, sizes and thresholds."""
+"""Pipeline-wide constants and defaults: paths, budgets and gating thresholds.
+
+The data contract and the lists of choices live in `spec/`; model defaults in `models/`."""
+
+from spec.choices import LAYOUT_FLAT, LAYOUT_PRE_SPLIT, INPUT_LAYOUTS  # noqa: F401  (re-exported)
 
 PIPELINE_NAME = "cscnn-ctr"     # Kubeflow wants [a-z0-9-]
 MODEL_NAME = "cscnn_ctr"
 
-# ExampleGen input layouts (relative to the data root; `input_check.input_splits` decides):
-# - "flat": <data>/impressions/*.csv, hash-split 4:1 into train / eval by ExampleGen;
-# - "pre-split": <data>/impressions/train/*.csv and <data>/impressions/eval/*.csv are the
-#   train and eval splits as they are (e.g. one held-out interaction per user).
+# ExampleGen input layouts (spec.choices.INPUT_LAYOUTS; `input_check.input_splits` decides):
+# flat <data>/impressions/*.csv, hash-split 4:1; pre-split impressions/train|eval/*.csv as they are.
 IMPRESSIONS_PATTERN = "impressions/*.csv"
 TRAIN_EVAL_BUCKETS = (4, 1)
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
 TRAIN_PATTERN = "impressions/train/*.csv"
 EVAL_PATTERN = "impressions/eval/*.csv"
-LAYOUT_FLAT = "flat"
-LAYOUT_PRE_SPLIT = "pre-split"
-INPUT_LAYOUTS = (LAYOUT_FLAT, LAYOUT_PRE_SPLIT)
 
-# Ad catalogue (relative to the data root) and the visual model of the default pipeline.
+# Ad catalogue, relative to the data root (its columns: components/ad_catalog.py).
 CATALOG_PATH = "ads/ads.csv"
-VISUAL_VARIANTS = ("none", "fixed", "finetune", "cbam", "cscnn")   # paper Table 8, in its order
-VISUAL_VARIANT = "cscnn"
-BACKBONES = ("light", "resnet18", "cnnf", "efficientnet_lite0")   # models/backbones.py builds each
-BACKBONE = "light"              # small enough for 32x32 images on a CPU (models/backbones.py)
-IMAGE_SIZE = 32
 IMPRESSIONS_PER_AD = 10         # G: up to G impressions of one ad share a batch (paper: 25)
 
 # `pipeline run --target-attention`: the ad's category attends over the user's clicked categories.

@@ -18,10 +18,9 @@ from typing import Dict, Optional, Sequence
 
 from tensorflow_model_analysis.proto import config_pb2 as tfma
 
-from models.dcn import OUTPUT_KEY
+from spec.features import COLD_KEY, DEFAULT_SPEC, FeatureSpec
+from spec.names import OUTPUT_KEY, SERVING_DEFAULT, TRANSFORM_FEATURES
 from tfx_pipeline import configs
-from tfx_pipeline import features as F
-from tfx_pipeline.export import TRANSFORM_FEATURES
 from tfx_pipeline.metrics import PER_USER_AUC_NAME
 
 PER_USER_AUC_CLASS = "PerUserAUC"
@@ -30,15 +29,17 @@ BASELINE_GATE_FILE = "baseline_gate.json"   # in the Evaluator's: the per-user A
 METRICS_MODULE = "tfx_pipeline.metrics"
 
 
-def _model_spec(name: str = "") -> tfma.ModelSpec:
-  return tfma.ModelSpec(name=name, signature_name="serving_default", label_key=F.LABEL_KEY,
+def _model_spec(label: str, name: str = "") -> tfma.ModelSpec:
+  return tfma.ModelSpec(name=name, signature_name=SERVING_DEFAULT, label_key=label,
                         prediction_key=OUTPUT_KEY, preprocessing_function_names=[TRANSFORM_FEATURES])
 
 
 def eval_config(auc_floor: Optional[float] = configs.AUC_FLOOR,
                 auc_tolerance: Optional[float] = configs.AUC_TOLERANCE,
-                model_names: Sequence[str] = (), plots: bool = True) -> tfma.EvalConfig:
-  """TFMA config: metrics overall, per category and on cold ads.
+                model_names: Sequence[str] = (), plots: bool = True,
+                spec: FeatureSpec = DEFAULT_SPEC) -> tfma.EvalConfig:
+  """TFMA config: metrics overall, per category (the spec's category role) and on cold ads;
+  the label and the per-user grouping come from `spec`.
 
   With `auc_floor` / `auc_tolerance` None there is no threshold (the baselines' evaluation).
   `model_names` gives one model spec per named model (multi-model evaluation); empty: the one
@@ -56,9 +57,9 @@ def eval_config(auc_floor: Optional[float] = configs.AUC_FLOOR,
     auc.per_slice_thresholds.append(
         tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=gate))
   return tfma.EvalConfig(
-      model_specs=[_model_spec(n) for n in model_names] or [_model_spec()],
-      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[F.CATEGORY_KEY]),
-                     tfma.SlicingSpec(feature_keys=[F.COLD_KEY])],
+      model_specs=[_model_spec(spec.label, n) for n in model_names] or [_model_spec(spec.label)],
+      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[spec.category]),
+                     tfma.SlicingSpec(feature_keys=[COLD_KEY])],
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name="ExampleCount"),
           auc,
@@ -69,7 +70,7 @@ def eval_config(auc_floor: Optional[float] = configs.AUC_FLOOR,
           tfma.MetricConfig(class_name="Calibration"),
           tfma.MetricConfig(class_name="CalibrationPlot"),
           tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
-      ] if plots else [])), tfma.MetricsSpec(query_key=F.USER_KEY, metrics=[
+      ] if plots else [])), tfma.MetricsSpec(query_key=spec.user, metrics=[
           tfma.MetricConfig(class_name=PER_USER_AUC_CLASS, module=METRICS_MODULE)])])
 
 

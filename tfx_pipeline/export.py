@@ -3,8 +3,9 @@
 - ``serving_default``: ``examples`` (serialized tf.Example, raw features, no label, no image)
   -> ``ctr`` [B, 1] (and ``visual_fallback`` [B, 1] for models with a visual table: 1 where the
   ad was not in the table and its category's mean x_v was used).
-- ``serving_raw``: one raw tensor per feature, shape [B] (strings; int64 for int features;
-  multi-valued features space-separated) -> the same outputs.
+- ``serving_raw``: one raw tensor per column of the spec's `serving_columns`, shape [B]
+  (strings; int64 for int features, float32 for float ones; token lists space-separated) -> the
+  same outputs.
 - ``transform_features``: ``examples`` -> transformed features (TFMA slices on them, e.g.
   ``ad_is_cold``).
 """
@@ -17,11 +18,10 @@ import keras
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models.dcn import OUTPUT_KEY
-from tfx_pipeline import features as F
+from spec.features import FeatureSpec
+from spec.names import EXAMPLES_INPUT, OUTPUT_KEY, SERVING_DEFAULT, SERVING_RAW, TRANSFORM_FEATURES
 
-SERVING_RAW = "serving_raw"
-TRANSFORM_FEATURES = "transform_features"
+_RAW_DTYPES = {int: tf.int64, float: tf.float32, str: tf.string}
 
 
 class ServingModule(tf.Module):
@@ -39,31 +39,31 @@ class ServingModule(tf.Module):
     return dict(out) if isinstance(out, dict) else {OUTPUT_KEY: out}
 
 
-def signatures(module: ServingModule, tf_transform_output: tft.TFTransformOutput):
+def signatures(module: ServingModule, tf_transform_output: tft.TFTransformOutput, spec: FeatureSpec):
   raw_spec = dict(tf_transform_output.raw_feature_spec())
-  raw_spec.pop(F.LABEL_KEY)
+  for label in spec.labels:
+    raw_spec.pop(label, None)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
   def serve_examples(examples):
     return module.score(tf.io.parse_example(examples, raw_spec))
 
-  names = [f.name for f in F.FEATURES]
-  specs = [tf.TensorSpec([None], tf.string if f.dtype is str else tf.int64, name=f.name)
-           for f in F.FEATURES]
+  names = list(spec.serving_columns)
+  specs = [tf.TensorSpec([None], _RAW_DTYPES[spec.raw_dtype(n)], name=n) for n in names]
 
   @tf.function(input_signature=specs)
   def serve_raw(*tensors):
     return module.score({n: tf.reshape(t, [-1, 1]) for n, t in zip(names, tensors)})
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
   def transform_features(examples):
     return module.tft_layer(tf.io.parse_example(examples, raw_spec))
 
-  return {"serving_default": serve_examples, SERVING_RAW: serve_raw,
+  return {SERVING_DEFAULT: serve_examples, SERVING_RAW: serve_raw,
           TRANSFORM_FEATURES: transform_features}
 
 
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-                         export_dir: str) -> None:
+                         export_dir: str, spec: FeatureSpec) -> None:
   module = ServingModule(model, tf_transform_output)
-  tf.saved_model.save(module, export_dir, signatures=signatures(module, tf_transform_output))
+  tf.saved_model.save(module, export_dir, signatures=signatures(module, tf_transform_output, spec))

@@ -2,8 +2,9 @@
 
 CsvExampleGen fails deep inside Beam on a malformed row, and ExampleValidator sees only
 statistics, not rows. This check names the file, line and field of the first problems:
-missing required columns, wrong number of fields, a non-integer value in an int column, a
-label other than 0/1, an empty required value. Unknown *values* are not errors: Transform maps
+a column of the feature spec missing from the header, wrong number of fields, a non-integer
+value in an int column, a non-number in a float column, a label other than 0/1, an empty
+required value. Unknown *values* are not errors: Transform maps
 them to OOV buckets.
 
 It also decides the input layout (`input_splits`), once for the check and for
@@ -18,8 +19,8 @@ import glob
 import os
 from typing import List, Optional, Tuple
 
+from spec.features import DEFAULT_SPEC, TOKEN_KINDS, FeatureSpec
 from tfx_pipeline import configs
-from tfx_pipeline import features as F
 
 
 class InputDataError(ValueError):
@@ -81,9 +82,9 @@ def input_splits(data_root: Optional[str] = None,
   raise ValueError(f"input layout must be one of {configs.INPUT_LAYOUTS}, got {layout!r}")
 
 
-def check_impressions(data_root: str, max_errors: int = 10) -> int:
+def check_impressions(data_root: str, spec: FeatureSpec = DEFAULT_SPEC, max_errors: int = 10) -> int:
   """Checks every impressions file of `data_root`'s layout (flat or pre-split, see
-  `input_splits`); returns the number of rows.
+  `input_splits`) against the columns of `spec`; returns the number of rows.
 
   Raises InputDataError listing up to `max_errors` problems (file:line, field, value), or for a
   data root without impressions files or with a mixed / incomplete layout.
@@ -98,7 +99,8 @@ def check_impressions(data_root: str, max_errors: int = 10) -> int:
           f"no impressions files match {pattern} (expected {configs.IMPRESSIONS_PATTERN}, or "
           f"{configs.TRAIN_PATTERN} and {configs.EVAL_PATTERN} for pre-split data)")
     files.extend((split, path) for path in matched)
-  types = {F.LABEL_KEY: int, **{f.name: f.dtype for f in F.FEATURES}}
+  columns = spec.raw_columns
+  may_be_empty = {f.name for f in spec.features if f.kind in TOKEN_KINDS} | set(spec.time_columns)
   errors: List[str] = []
   rows = 0
   split_rows = {split: 0 for split, _ in splits}
@@ -109,11 +111,11 @@ def check_impressions(data_root: str, max_errors: int = 10) -> int:
       if header is None:
         errors.append(f"{path}: empty file (no header)")
         continue
-      missing = [c for c in F.RAW_COLUMNS if c not in header]
+      missing = [c for c in columns if c not in header]
       if missing:
-        errors.append(f"{path}: missing required column(s) {missing}; header is {header}")
+        errors.append(f"{path}: missing column(s) {missing} that the feature spec names; header is {header}")
         continue
-      index = {c: header.index(c) for c in F.RAW_COLUMNS}
+      index = {c: header.index(c) for c in columns}
       for line_no, row in enumerate(reader, start=2):
         if len(errors) >= max_errors:
           break
@@ -126,16 +128,22 @@ def check_impressions(data_root: str, max_errors: int = 10) -> int:
           continue
         for col, i in index.items():
           value = row[i]
-          if value == "" and col not in (f.name for f in F.FEATURES if f.kind == F.MULTI):
+          kind = spec.raw_dtype(col)
+          if value == "" and col not in may_be_empty:
             errors.append(f"{path}:{line_no}: field {col!r} is empty")
-          elif types[col] is int:
+          elif kind is int:
             try:
               v = int(value)
             except ValueError:
               errors.append(f"{path}:{line_no}: field {col!r} must be an integer, got {value!r}")
               continue
-            if col == F.LABEL_KEY and v not in (0, 1):
+            if col in spec.labels and v not in (0, 1):
               errors.append(f"{path}:{line_no}: field {col!r} must be 0 or 1, got {value!r}")
+          elif kind is float:
+            try:
+              float(value)
+            except ValueError:
+              errors.append(f"{path}:{line_no}: field {col!r} must be a number, got {value!r}")
   if errors:
     more = " (stopped after the first %d)" % max_errors if len(errors) >= max_errors else ""
     raise InputDataError("bad impressions data%s:\n  %s" % (more, "\n  ".join(errors)))

@@ -18,7 +18,7 @@ which the Evaluator judges and the Pusher pushes.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from tfx import v1 as tfx
 
@@ -28,12 +28,13 @@ from components.baseline_gen import BaselineGen
 from components.gated_evaluator import GatedEvaluator
 from components.visual_embedding_gen import VisualEmbeddingGen
 from components.visual_trainer import VisualTrainer
+from spec.features import COLD_BY, DEFAULT_SPEC, FeatureSpec
 from tfx_pipeline import configs
-from tfx_pipeline import features as F
-from tfx_pipeline.preprocessing import cold_by as check_cold_by
-from tfx_pipeline.input_check import input_splits
 from tfx_pipeline.evaluation import eval_config
+from tfx_pipeline.input_check import input_splits
+from tfx_pipeline.preprocessing import cold_by as check_cold_by
 from tfx_pipeline.schema import SCHEMA_PATH
+from tfx_pipeline.settings import TrainerSettings
 
 
 def create_pipeline(
@@ -43,20 +44,17 @@ def create_pipeline(
     serving_model_dir: str,
     metadata_connection_config: Optional[Any] = None,
     beam_pipeline_args: Optional[List[str]] = None,
-    train_steps: int = configs.TRAIN_STEPS,
-    eval_steps: int = configs.EVAL_STEPS,
-    trainer_config: Optional[Dict[str, Any]] = None,
+    trainer: TrainerSettings = TrainerSettings(),
+    spec: FeatureSpec = DEFAULT_SPEC,
     auc_floor: float = configs.AUC_FLOOR,
     auc_tolerance: float = configs.AUC_TOLERANCE,
-    visual_variant: str = configs.VISUAL_VARIANT,
-    image_size: int = configs.IMAGE_SIZE,
     on_bad_image: str = "error",
     table_min_impressions: int = 0,
     table_top_k: int = 0,
     schema_path: str = SCHEMA_PATH,
     enable_cache: bool = False,
     input_layout: Optional[str] = None,
-    cold_by: str = F.COLD_BY[0],
+    cold_by: str = COLD_BY[0],
     baseline_margin: float = configs.BASELINE_MARGIN,
     baseline_neighbors: int = configs.BASELINE_NEIGHBORS,
 ) -> tfx.dsl.Pipeline:
@@ -74,16 +72,16 @@ def create_pipeline(
     metadata_connection_config: MLMD connection (SQLite for local runs).
     beam_pipeline_args: passed to every Beam-based component (e.g. ``--runner=...``,
       ``--direct_running_mode=multi_processing``, ``--direct_num_workers=2``).
-    train_steps, eval_steps: Trainer budget.
-    trainer_config: ``custom_config`` of the Trainer (see `tfx_pipeline.trainer`):
-      ``{"model": DCNConfig fields, "visual": VisualConfig fields, "batch_size", "epochs",
-      "seed", "impressions_per_ad", "mixed_precision", "distribution"}``.
+    trainer: the Trainer's settings (`TrainerSettings`: model, visual variant and CNN, budget,
+      batch size, seed, ...). With ``trainer.visual.variant`` other than ``none`` (fixed /
+      finetune / cbam / cscnn) the ad catalogue (``<data_root>/ads/ads.csv`` + images, resized to
+      ``trainer.visual.image_size``) enters through AdCatalogGen, VisualTrainer trains end to
+      end, and VisualEmbeddingGen builds the visual table and the CNN-free serving model that
+      the Evaluator judges and the Pusher pushes.
+    spec: the data set's columns (`spec.FeatureSpec`); Transform, the Trainer, BaselineGen and
+      the evaluation all follow it. A spec other than the default needs its own schema file
+      (`schema_path`, written by `tfx_pipeline.schema.write_schema(path, spec)`).
     auc_floor, auc_tolerance: Evaluator gating.
-    visual_variant: ``none`` (DCN only) or fixed / finetune / cbam / cscnn: the ad catalogue
-      (``<data_root>/ads/ads.csv`` + images) then enters through AdCatalogGen, VisualTrainer
-      trains end to end, and VisualEmbeddingGen builds the visual table and the CNN-free
-      serving model that the Evaluator judges and the Pusher pushes.
-    image_size: images are resized to this size by AdCatalogGen.
     on_bad_image: ``error`` (default) or ``blank`` (grey fallback image) for bad catalogue images.
     table_min_impressions, table_top_k: frequency control of the visual table (0 = off).
     schema_path: the curated schema file (where the project lives on the machine that runs
@@ -98,16 +96,16 @@ def create_pipeline(
       given: the Kubeflow runner passes it explicitly (default ``flat``).
     cold_by: what the cold-ad slice counts per ad in the training split, ``impressions``
       (every row; impression logs) or ``positives`` (label 1 only; implicit feedback with
-      sampled negatives, such as MovieLens); see `features.COLD_BY`.
+      sampled negatives, such as MovieLens); see `spec.features.COLD_BY`.
     baseline_margin: the model's per-user AUC must be at least the best heuristic baseline's
       plus this to be blessed; negative: no baseline gate (the baselines are still reported).
     baseline_neighbors: ads kept per ad by the item-to-item co-occurrence baseline.
   """
   cold_by = check_cold_by({"cold_by": cold_by})
-  trainer_config = dict(trainer_config or {})
-  trainer_config["visual"] = {**trainer_config.get("visual", {}), "variant": visual_variant,
-                              "image_size": image_size}
-  trainer_config.setdefault("impressions_per_ad", configs.IMPRESSIONS_PER_AD)
+  if spec != DEFAULT_SPEC and schema_path == SCHEMA_PATH:
+    raise ValueError("this spec is not the project's default: give its own schema file as schema_path "
+                     "(tfx_pipeline.schema.write_schema(path, spec))")
+  visual_variant, image_size = trainer.visual.variant, trainer.visual.image_size
   if input_layout is None and not isinstance(data_root, str):
     raise ValueError("data_root is a run-time parameter: pass input_layout "
                      f"({' or '.join(configs.INPUT_LAYOUTS)}), it cannot be detected at compile time")
@@ -134,7 +132,7 @@ def create_pipeline(
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],
       preprocessing_fn="tfx_pipeline.preprocessing.preprocessing_fn",
-      custom_config={"cold_by": cold_by})
+      custom_config={"cold_by": cold_by, "spec": spec.to_dict()})
   transform.add_upstream_node(anomalies_gate)
 
   trainer_args = dict(
@@ -142,9 +140,9 @@ def create_pipeline(
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
       schema=schema_gen.outputs["schema"],
-      train_args=tfx.proto.TrainArgs(num_steps=train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-      custom_config=trainer_config)
+      train_args=tfx.proto.TrainArgs(num_steps=trainer.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=trainer.eval_steps),
+      custom_config={"settings": trainer.to_dict(), "spec": spec.to_dict()})
   visual_components = []
   if visual_variant == "none":
     trainer = tfx.components.Trainer(**trainer_args)
@@ -169,14 +167,14 @@ def create_pipeline(
   baseline_gen = BaselineGen(
       transformed_examples=transform.outputs["transformed_examples"],
       examples=example_gen.outputs["examples"], transform_graph=transform.outputs["transform_graph"],
-      neighbors=baseline_neighbors)
+      spec=spec.to_json(), neighbors=baseline_neighbors)
 
   evaluator = GatedEvaluator(
       examples=example_gen.outputs["examples"],
       model=serving_model,
       baseline_model=model_resolver.outputs["model"],
       baselines=baseline_gen.outputs["baselines"],
-      eval_config=eval_config(auc_floor, auc_tolerance),
+      eval_config=eval_config(auc_floor, auc_tolerance, spec=spec),
       baseline_margin=baseline_margin).with_id("Evaluator")
 
   pusher = tfx.components.Pusher(

@@ -1,8 +1,10 @@
-"""Transform's preprocessing_fn, derived entirely from `features.FEATURES`.
+"""Transform's preprocessing_fn, derived entirely from the feature spec (`spec.FeatureSpec`).
 
 Contract with the trainer (see `id_space`): a categorical feature becomes an int64 id of shape
-[B]; a multi-valued feature an int64 [B, max_len] with 0 as padding. Unknown values map to OOV
-buckets (exact vocabularies) or to their hash bucket (hashed features): never an error.
+[B]; a token list (multi, sequence) an int64 [B, max_len] with 0 as padding, and a sequence's
+times a float32 [B, max_len]; a numeric feature a float32 [B] (normalised) or, bucketised, an
+int64 id. Unknown values map to OOV buckets (exact vocabularies) or to their hash bucket (hashed
+features): never an error.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tfx_pipeline import features as F
+from spec import features as F
+from spec.features import FeatureSpec
 
 
 def _to_string(x: tf.Tensor) -> tf.Tensor:
@@ -44,6 +47,39 @@ def _ad_train_counts(ad: tf.Tensor, weights=None) -> tf.Tensor:
   return tf.cast(tf.round(counts), tf.int64)
 
 
+def feature_spec(custom_config) -> FeatureSpec:
+  """The Transform's ``custom_config["spec"]`` (a `FeatureSpec.to_dict()`); the project's
+  default spec when there is none."""
+  d = (custom_config or {}).get("spec")
+  return F.DEFAULT_SPEC if d is None else FeatureSpec.from_dict(d)
+
+
+def _numeric(f: F.Feature, x: tf.Tensor) -> tf.Tensor:
+  x = tf.cast(x, tf.float32)
+  if f.normalize in ("log1p", "log1p_zscore"):
+    x = tf.math.log1p(tf.maximum(x, 0.0))
+  if f.buckets is not None:
+    return tft.bucketize(x, f.buckets, name=f"{f.name}_buckets")
+  if f.normalize in ("zscore", "log1p_zscore"):
+    x = tft.scale_to_z_score(x, name=f"{f.name}_zscore")
+  return x
+
+
+def _token_ids(f: F.Feature, x: tf.Tensor) -> tf.Tensor:
+  tokens = tf.strings.split(x)                      # ragged [B, None]
+  tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, F.EMPTY_LIST))
+  ids = tf.ragged.map_flat_values(lambda t: _ids(f, t) + 1, tokens)   # 0 = padding
+  return ids.to_tensor(default_value=0, shape=[None, f.max_len])
+
+
+def _times(f: F.Feature, x: tf.Tensor) -> tf.Tensor:
+  """A sequence's times: the numbers of the time column, 0 for padding (the ids' positions)."""
+  tokens = tf.strings.split(x)
+  tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, F.EMPTY_LIST))
+  values = tf.ragged.map_flat_values(tf.strings.to_number, tokens, out_type=tf.float32)
+  return values.to_tensor(default_value=0.0, shape=[None, f.max_len])
+
+
 def cold_by(custom_config) -> str:
   """The Transform's ``custom_config["cold_by"]`` (see `features.COLD_BY`), checked."""
   value = (custom_config or {}).get("cold_by", F.COLD_BY[0])
@@ -55,43 +91,56 @@ def cold_by(custom_config) -> str:
 def preprocessing_fn(inputs, custom_config=None):
   """tf.Transform callback: raw features -> model ids (and the label).
 
-  ``custom_config`` (the Transform component's): ``{"cold_by": "impressions" | "positives"}``
-  chooses what the cold-ad flag counts (default: impressions).
+  ``custom_config`` (the Transform component's): ``spec``, the data set's `FeatureSpec` as a
+  dict (default: the project's spec), and ``cold_by``, ``impressions`` or ``positives``: what
+  the cold-ad flag counts (default: impressions).
   """
+  spec = feature_spec(custom_config)
   by = cold_by(custom_config)
   outputs = {}
-  for f in F.FEATURES:
-    x = _to_string(_dense_1d(inputs[f.name]))
-    if f.kind == F.MULTI:
-      tokens = tf.strings.split(x)                      # ragged [B, None]
-      tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, F.EMPTY_LIST))
-      ids = tf.ragged.map_flat_values(lambda t, f=f: _ids(f, t) + 1, tokens)   # 0 = padding
-      ids = ids.to_tensor(default_value=0, shape=[None, f.max_len])
-    else:
-      ids = _ids(f, x)
+  for f in spec.features:
+    raw = _dense_1d(inputs[f.name])
+    if f.kind == F.NUMERIC:
+      value = _numeric(f, raw)
+      outputs[F.transformed_name(f.name)] = tf.cast(value, tf.int64 if f.embedded else tf.float32)
+      continue
+    x = _to_string(raw)
+    ids = _token_ids(f, x) if f.kind in F.TOKEN_KINDS else _ids(f, x)
     outputs[F.transformed_name(f.name)] = tf.cast(ids, tf.int64)
-  ad = _to_string(_dense_1d(inputs[F.AD_KEY]))
+    if f.time_column:
+      outputs[F.time_name(f.name)] = _times(f, _to_string(_dense_1d(inputs[f.time_column])))
+  ad = _to_string(_dense_1d(inputs[spec.ad]))
   outputs[F.IMAGE_KEY] = tf.strings.to_hash_bucket_fast(ad, F.FINGERPRINT_BUCKETS)
   counts = _ad_train_counts(ad)
   outputs[F.AD_TRAIN_IMPRESSIONS] = counts
   if by == "positives":
-    if F.LABEL_KEY not in inputs:
-      raise ValueError(f"cold_by=positives needs the label column {F.LABEL_KEY!r} in the analysed data")
-    positive = tf.cast(_dense_1d(inputs[F.LABEL_KEY]) > 0, tf.float32)
+    if spec.label not in inputs:
+      raise ValueError(f"cold_by=positives needs the label column {spec.label!r} in the analysed data")
+    positive = tf.cast(_dense_1d(inputs[spec.label]) > 0, tf.float32)
     counts = _ad_train_counts(ad, weights=positive)
   outputs[F.COLD_KEY] = tf.cast(counts < F.COLD_THRESHOLD, tf.int64)
-  if F.LABEL_KEY in inputs:
-    outputs[F.transformed_name(F.LABEL_KEY)] = tf.cast(_dense_1d(inputs[F.LABEL_KEY]), tf.int64)
+  for label in spec.labels:
+    if label in inputs:
+      outputs[F.transformed_name(label)] = tf.cast(_dense_1d(inputs[label]), tf.int64)
   return outputs
 
 
 def id_space(feature: F.Feature, tf_transform_output: tft.TFTransformOutput) -> int:
   """Number of distinct ids the transformed `feature` can take (the embedding's input_dim)."""
+  if not feature.embedded:
+    raise ValueError(f"feature {feature.name!r} is a number, not ids")
+  if feature.buckets is not None:
+    return feature.buckets
   if feature.uses_hashing:
     n = feature.hash_buckets
   else:
     n = tf_transform_output.vocabulary_size_by_name(feature.vocab_name) + feature.oov_buckets
-  return n + (1 if feature.kind == F.MULTI else 0)
+  return n + (1 if feature.kind in F.TOKEN_KINDS else 0)
+
+
+def id_spaces(spec: FeatureSpec, tf_transform_output: tft.TFTransformOutput):
+  """`id_space` of every embedded feature of `spec`, by name."""
+  return {f.name: id_space(f, tf_transform_output) for f in spec.features if f.embedded}
 
 
 def lookup_ids(feature: F.Feature, raw_values, tf_transform_output: tft.TFTransformOutput):

@@ -9,15 +9,15 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from models.dcn import OUTPUT_KEY, DCNConfig, build_ctr_model
+from models.dcn import DCNConfig, build_ctr_model
 from models.visual_table import VisualTable
-from tfx_pipeline import features as F
+from spec.features import IMAGE_KEY, FeatureSpec, transformed_name
+from spec.names import OUTPUT_KEY, VISUAL_FALLBACK_KEY as FALLBACK_KEY
 
-FALLBACK_KEY = "visual_fallback"
 TABLE_LAYER = "visual_table"
 
 
-def build_serving_model(end_to_end: keras.Model, dcn: DCNConfig, id_space: Mapping[str, int],
+def build_serving_model(end_to_end: keras.Model, spec: FeatureSpec, dcn: DCNConfig, id_space: Mapping[str, int],
                         keys: np.ndarray, vectors: np.ndarray, row_categories: np.ndarray) -> keras.Model:
   """Inputs: the transformed features and ``image_key``; outputs ``ctr`` and ``visual_fallback``.
 
@@ -25,13 +25,13 @@ def build_serving_model(end_to_end: keras.Model, dcn: DCNConfig, id_space: Mappi
   captured = {}
 
   def table_tower(inputs):
-    key = keras.Input((), dtype="int64", name=F.IMAGE_KEY)
-    table = VisualTable(len(keys), vectors.shape[1], id_space[F.CATEGORY_KEY], name=TABLE_LAYER)
-    x_v, fallback = table((key, inputs[F.transformed_name(F.CATEGORY_KEY)]))
+    key = keras.Input((), dtype="int64", name=IMAGE_KEY)
+    table = VisualTable(len(keys), vectors.shape[1], id_space[spec.category], name=TABLE_LAYER)
+    x_v, fallback = table((key, inputs[transformed_name(spec.category)]))
     captured["fallback"], captured["table"] = fallback, table
-    return {F.IMAGE_KEY: key}, x_v
+    return {IMAGE_KEY: key}, x_v
 
-  dcn_model = build_ctr_model(F.FEATURES, id_space, dcn, table_tower)
+  dcn_model = build_ctr_model(spec.features, id_space, dcn, table_tower)
   captured["table"].set_table(keys, vectors, row_categories)
   for layer in dcn_model.layers:
     if layer.weights and layer.name != TABLE_LAYER:

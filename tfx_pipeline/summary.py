@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
-from tfx_pipeline import features as F
+from spec import features as F
 from tfx_pipeline.evaluation import BASELINE_GATE_FILE, BASELINE_METRICS_FILE, load_metrics
 from tfx_pipeline.local_runner import paths
 
@@ -58,16 +58,20 @@ def _latest_run(store) -> Dict[str, Any]:
   return {"id": run.name, "states": states, "outputs": outputs, "unfinished": unfinished}
 
 
-def _cold_by(store) -> str:
-  """What the latest Transform counted for the cold-ad slice (its ``custom_config``)."""
+def _transform_config(store) -> Dict[str, str]:
+  """What the latest Transform counted for the cold-ad slice and the category column it was
+  told (its ``custom_config``)."""
   types = {t.id: t.name for t in store.get_execution_types()}
   runs = [e for e in store.get_executions() if types.get(e.type_id, "").endswith(".Transform")]
+  out = {"cold_by": F.COLD_BY[0], "category": F.DEFAULT_SPEC.category}
   if runs:
     prop = max(runs, key=lambda e: e.id).custom_properties.get("custom_config")
     config = json.loads(prop.string_value) if prop is not None and prop.string_value else None
     if isinstance(config, dict) and config.get("cold_by") in F.COLD_BY:
-      return config["cold_by"]
-  return F.COLD_BY[0]
+      out["cold_by"] = config["cold_by"]
+    if isinstance(config, dict) and isinstance(config.get("spec"), dict):
+      out["category"] = config["spec"].get("roles", {}).get("category", out["category"])
+  return out
 
 
 def _metrics(eval_uri: str, baseline: bool = False) -> Dict[str, Dict[str, float]]:
@@ -84,7 +88,7 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
   import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
   p = paths(output_dir)
   store = _store(p["metadata"])
-  summary: Dict[str, Any] = {"output": os.path.abspath(output_dir), "cold_by": _cold_by(store)}
+  summary: Dict[str, Any] = {"output": os.path.abspath(output_dir), **_transform_config(store)}
   run = _latest_run(store)
   summary["run_id"], summary["components"] = run["id"], run["states"]
   summary["run_finished"] = not run["unfinished"]
@@ -154,7 +158,7 @@ def format_summary(s: Dict[str, Any]) -> str:
                  f"   mean prediction {overall.get('mean_prediction', 0):.4f}")
     if "per_user_auc" in overall:
       lines.append(f"per-user AUC (eq. 13): {overall['per_user_auc']:.4f}")
-    cats = sorted((k for k in metrics if k.startswith(F.CATEGORY_KEY + "=")),
+    cats = sorted((k for k in metrics if k.startswith(s.get("category", F.DEFAULT_SPEC.category) + "=")),
                   key=lambda k: int(k.split("=")[1]) if k.split("=")[1].isdigit() else k)
     for k in cats:
       m = metrics[k]

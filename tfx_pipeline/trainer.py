@@ -1,11 +1,9 @@
 """The TFX Trainer's `run_fn` (used by the stock Trainer and by VisualTrainer).
 
-``fn_args.custom_config``:
-  ``model``: DCNConfig fields; ``visual``: VisualConfig fields (``variant`` none / fixed /
-  finetune / cbam / cscnn, backbone, image size, priors, ``dedup``); ``batch_size``; ``epochs``;
-  ``seed``; ``impressions_per_ad`` (G: up to G impressions of the same ad are grouped into a
-  batch, paper 3.4.1); ``mixed_precision`` (bool); ``distribution`` (``default`` or
-  ``mirrored``); ``catalog_uri`` (set by VisualTrainer).
+``fn_args.custom_config``: ``settings`` (`tfx_pipeline.settings.TrainerSettings.to_dict()`),
+``spec`` (`spec.FeatureSpec.to_dict()`: the data set's features, label and roles) and, set by
+VisualTrainer, ``catalog_uri``. The train / eval step counts come from the Trainer's
+TrainArgs / EvalArgs, which `create_pipeline` fills from the settings.
 
 Without images (variant ``none``) it exports the serving SavedModel directly
 (`tfx_pipeline.export`). With images it saves the end-to-end Keras model
@@ -31,14 +29,14 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models.backbones import CATEGORY_INPUT, IMAGE_INPUT, attention_layers, attention_maps_model
+from models.backbones import attention_maps_model
 from models.ctr import build_model
-from models.dcn import DCNConfig
-from models.visual import VisualConfig
+from spec.features import IMAGE_KEY, FeatureSpec, transformed_name
+from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 from tfx_pipeline import configs
-from tfx_pipeline import features as F
 from tfx_pipeline.export import export_serving_model
-from tfx_pipeline.preprocessing import fingerprint, id_space, lookup_ids
+from tfx_pipeline.preprocessing import fingerprint, id_spaces, lookup_ids
+from tfx_pipeline.settings import TrainerSettings
 
 END_TO_END_MODEL = "end_to_end.keras"
 TRAINING_META = "training.json"
@@ -62,23 +60,23 @@ class ImageIndex:
     return tf.cast(tf.gather(self.images, tf.where(found, pos, self.n)), tf.float32)
 
 
-def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, input_names,
+def _input_fn(file_pattern, data_accessor, tf_transform_output, batch_size, input_names, label: str,
               images: ImageIndex = None, per_ad: int = 1):
   dataset = data_accessor.tf_dataset_factory(
       file_pattern,
       tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=True,
-                                     label_key=F.transformed_name(F.LABEL_KEY)),
+                                     label_key=transformed_name(label)),
       tf_transform_output.transformed_metadata.schema)
   if per_ad > 1:
     # Up to `per_ad` impressions of the same ad next to each other, then cut into batches.
     dataset = dataset.unbatch().group_by_window(
-        key_func=lambda x, y: x[F.IMAGE_KEY], reduce_func=lambda _, w: w.batch(per_ad),
+        key_func=lambda x, y: x[IMAGE_KEY], reduce_func=lambda _, w: w.batch(per_ad),
         window_size=per_ad).unbatch().batch(batch_size)
 
   def select(x, y):
     out = {k: x[k] for k in input_names if k in x}
     if images is not None:
-      out[IMAGE_INPUT] = images.lookup(x[F.IMAGE_KEY])
+      out[IMAGE_INPUT] = images.lookup(x[IMAGE_KEY])
     return out, y
 
   return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE).repeat().prefetch(tf.data.AUTOTUNE)
@@ -168,46 +166,49 @@ def _strategy(name: str):
 
 
 def _unique_per_batch(dataset, batches: int = 10) -> float:
-  counts = [len(np.unique(x["image_key"].numpy())) for x, _ in dataset.take(batches)]
+  counts = [len(np.unique(x[IMAGE_KEY].numpy())) for x, _ in dataset.take(batches)]
   return float(np.mean(counts)) if counts else 0.0
 
 
 def run_fn(fn_args: tfx.components.FnArgs):
   """Called by the TFX Trainer."""
   custom = fn_args.custom_config or {}
-  dcn = DCNConfig.from_dict(custom.get("model", {}))
-  visual = VisualConfig.from_dict(custom.get("visual", {"variant": "none"}))
-  batch_size = int(custom.get("batch_size", configs.TRAIN_BATCH_SIZE))
-  epochs = max(1, int(custom.get("epochs", 3)))
-  per_ad = max(1, int(custom.get("impressions_per_ad", 1)))
-  keras.utils.set_random_seed(int(custom.get("seed", 0)))
-  if custom.get("mixed_precision"):
+  missing = [k for k in ("settings", "spec") if k not in custom]
+  if missing:
+    raise ValueError(f"the Trainer's custom_config misses {missing}: build the pipeline with "
+                     "tfx_pipeline.pipeline.create_pipeline")
+  settings = TrainerSettings.from_dict(custom["settings"])
+  spec = FeatureSpec.from_dict(custom["spec"])
+  dcn, visual, batch_size, epochs = settings.model, settings.visual, settings.batch_size, settings.epochs
+  per_ad = settings.impressions_per_ad
+  keras.utils.set_random_seed(settings.seed)
+  if settings.mixed_precision:
     keras.mixed_precision.set_global_policy("mixed_float16")
-  logging.info("model %s, visual %s", dcn, visual)
+  logging.info("settings %s", settings)
 
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  sizes = {f.name: id_space(f, tf_transform_output) for f in F.FEATURES}
-  with _strategy(custom.get("distribution")).scope():
-    model = build_model(F.FEATURES, sizes, dcn, visual)
+  sizes = id_spaces(spec, tf_transform_output)
+  with _strategy(settings.distribution).scope():
+    model = build_model(spec, sizes, dcn, visual)
   input_names = [i.name for i in model.inputs]
 
   index, callbacks = None, [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
   if visual.enabled:
-    from components.ad_catalog import load_catalog_arrays  # pylint: disable=import-outside-toplevel
+    from tfx_pipeline.catalog import load_catalog_arrays  # pylint: disable=import-outside-toplevel
     ad_ids, raw_categories, images = load_catalog_arrays(custom["catalog_uri"], visual.image_size)
     index = ImageIndex(ad_ids, images)
     if visual.attention_config().spatial:
       cnn = model.get_layer("visual").tower
       chosen = _panel(ad_ids, raw_categories, images)
-      cats = lookup_ids(F.FEATURES_BY_NAME[F.CATEGORY_KEY], raw_categories[chosen], tf_transform_output)
+      cats = lookup_ids(spec.feature(spec.category), raw_categories[chosen], tf_transform_output)
       callbacks.append(AttentionMapLogger(
           fn_args.model_run_dir, cnn, images[chosen], cats,
           [f"{ad_ids[i]} (category {raw_categories[i]})" for i in chosen]))
 
   train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size,
-                    input_names, index, per_ad)
+                    input_names, spec.label, index, per_ad)
   evaluation = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                         configs.EVAL_BATCH_SIZE, input_names, index)
+                         configs.EVAL_BATCH_SIZE, input_names, spec.label, index)
   unique = _unique_per_batch(train) if visual.enabled else 0.0
   callbacks.append(ThroughputLogger(fn_args.model_run_dir, batch_size, unique))
   steps = max(1, fn_args.train_steps // epochs)
@@ -215,11 +216,11 @@ def run_fn(fn_args: tfx.components.FnArgs):
             validation_steps=max(1, fn_args.eval_steps), callbacks=callbacks, verbose=2)
 
   if not visual.enabled:
-    export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+    export_serving_model(model, tf_transform_output, fn_args.serving_model_dir, spec)
     return
   tf.io.gfile.makedirs(fn_args.serving_model_dir)
   model.save(os.path.join(fn_args.serving_model_dir, END_TO_END_MODEL))
   with tf.io.gfile.GFile(os.path.join(fn_args.serving_model_dir, TRAINING_META), "w") as f:
     json.dump({"model": json.loads(json.dumps(dcn.__dict__, default=list)),
-               "visual": visual.__dict__, "id_space": sizes,
+               "visual": visual.__dict__, "id_space": sizes, "spec": spec.to_dict(),
                "unique_images_per_batch": unique, "impressions_per_ad": per_ad}, f, indent=1)

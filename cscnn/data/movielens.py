@@ -32,7 +32,7 @@ Protocol (the paper's Amazon protocol, sections 4.2-4.3; implicit feedback)
 
 Files written under DIR
   ``impressions/train/impressions.csv``, ``impressions/eval/impressions.csv``: header
-  ``features.RAW_COLUMNS``; the pre-split layout, used by ExampleGen as its train / eval splits
+  ``DEFAULT_SPEC.raw_columns``; the pre-split layout, used by ExampleGen as its train / eval splits
   as they are (no hash split). Training rows are shuffled; eval rows are grouped by user.
   ``validation/impressions.csv``: the validation rows, same format, outside ``impressions/`` so
   ExampleGen ignores them (for model selection by hand; the pipeline trains a fixed number of
@@ -41,7 +41,7 @@ Files written under DIR
   ``summary.json``: the config, counts (users, movies, rows / positives / negatives per split,
   cold movies in eval, missing posters) and the source path.
 
-Feature mapping onto the fixed schema (``tfx_pipeline/features.py``)
+Feature mapping onto the fixed schema (``spec/features.py``, ``DEFAULT_SPEC``)
   user_id            ``u<UserID>``
   user_city          ``zip<first zip digit>_<gender>``, e.g. ``zip9_F``: the zip prefix with the
                      gender folded in (the schema has no gender column; 10 x 2 values)
@@ -91,7 +91,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfx_pipeline import features as F
+from spec.features import COLD_THRESHOLD, DEFAULT_SPEC
 
 GENRES: Tuple[str, ...] = (
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -101,9 +101,9 @@ CATEGORY_OF_GENRE: Dict[str, int] = {g: i + 1 for i, g in enumerate(GENRES)}
 DEFAULT_USERS = 500
 MIN_RATINGS_FOR_HOLDOUT = 3      # one validation + one test + at least one training positive
 CLICKED_CATEGORIES = 5
-COLD_POSITIVES = F.COLD_THRESHOLD  # cold: fewer than 5 training positives (paper 4.2)
+COLD_POSITIVES = COLD_THRESHOLD  # cold: fewer than 5 training positives (paper 4.2)
 SOURCE_FILES = ("ratings.csv", "movies.dat", "users.dat", "posters")
-ADS_COLUMNS = (F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image")
+ADS_COLUMNS = ("ad_id", "category_id", "brand_id", "title_words", "image")
 TRAIN_CSV = os.path.join("impressions", "train", "impressions.csv")
 EVAL_CSV = os.path.join("impressions", "eval", "impressions.csv")
 VALIDATION_CSV = os.path.join("validation", "impressions.csv")
@@ -384,8 +384,8 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
       perm = np.random.default_rng([cfg.seed, shuffle_seed]).permutation(len(uu))
       uu, mm, ll = uu[perm], mm[perm], ll[perm]
     zeros = np.zeros(len(uu), np.int64)
-    return {F.LABEL_KEY: ll, "user_id": u_id[uu], "user_city": u_city[uu], "user_age": u_age[uu],
-            F.AD_KEY: m_ad[mm], F.CATEGORY_KEY: m_cat[mm], "brand_id": m_brand[mm], "hour": zeros,
+    return {"label": ll, "user_id": u_id[uu], "user_city": u_city[uu], "user_age": u_age[uu],
+            "ad_id": m_ad[mm], "category_id": m_cat[mm], "brand_id": m_brand[mm], "hour": zeros,
             "weekday": zeros, "query_words": np.full(len(uu), NO_QUERY, dtype=object),
             "title_words": m_title[mm], "clicked_categories": u_clicked[uu]}, mm, ll
 
@@ -396,19 +396,19 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   for name, rows, rel, shuffle in (("train", train, TRAIN_CSV, 1), ("eval", test, EVAL_CSV, None),
                                    ("validation", validation, VALIDATION_CSV, None)):
     cols, mm, ll = columns(rows, shuffle)
-    _write_csv(os.path.join(out_dir, rel), cols, F.RAW_COLUMNS)
+    _write_csv(os.path.join(out_dir, rel), cols, DEFAULT_SPEC.raw_columns)
     counts[name] = {"rows": int(len(ll)), "positives": int(ll.sum()), "negatives": int(len(ll) - ll.sum())}
     if name == "eval":
       eval_movies, eval_labels = mm, ll
   _write_csv(os.path.join(out_dir, "ads", "ads.csv"),
-             {F.AD_KEY: m_ad, F.CATEGORY_KEY: m_cat, "brand_id": m_brand, "title_words": m_title,
+             {"ad_id": m_ad, "category_id": m_cat, "brand_id": m_brand, "title_words": m_title,
               "image": np.array(posters, dtype=object)}, ADS_COLUMNS)
   n_rows = sum(c["rows"] for c in counts.values())
   dt = max(time.time() - t0, 1e-9)
   log(f"wrote {n_rows:,} impression rows and {len(catalog):,} ads in {dt:.1f} s ({n_rows / dt:,.0f} rows/s)")
 
   cold = train_pos_count < COLD_POSITIVES
-  cold_rows = train_row_count < F.COLD_THRESHOLD
+  cold_rows = train_row_count < COLD_THRESHOLD
   pos = eval_labels == 1
   summary = {
       "source": source,

@@ -48,7 +48,7 @@ Click
   So clicks depend on user-category interest, context, and category-specific visual properties.
 
 Files written under ``--out``
-  ``impressions/impressions.csv`` (header = ``features.RAW_COLUMNS``), ``ads/ads.csv``
+  ``impressions/impressions.csv`` (header = ``DEFAULT_SPEC.raw_columns``), ``ads/ads.csv``
   (``ad_id,category_id,brand_id,title_words,image``), ``images/<ad_id>.png``,
   ``visual.json`` (the generating parameters and the visual ground truth).
 """
@@ -64,7 +64,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from tfx_pipeline import features as F
+from spec.features import COLD_THRESHOLD, DEFAULT_SPEC
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 QUADRANTS = ("top_left", "top_right", "bottom_left", "bottom_right")
@@ -215,7 +215,7 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
   imp_path = os.path.join(out_dir, "impressions", "impressions.csv")
   with open(imp_path, "w", newline="") as f:
     w = csv.writer(f, lineterminator="\n")
-    w.writerow(F.RAW_COLUMNS)
+    w.writerow(DEFAULT_SPEC.raw_columns)
     for i in range(N):
       n_q = 2 + int(rng.integers(0, 2))
       query = " ".join(rng.choice(category_words[intent[i]], size=n_q, replace=False))
@@ -223,17 +223,17 @@ def generate(cfg: SampleConfig, out_dir: str, log=print) -> Dict[str, object]:
       clicked = " ".join(str(c + 1) for c in
                          np.minimum((rng.random(n_c)[:, None] > cum_pref[i]).sum(axis=1), K - 1))
       row = {
-          F.LABEL_KEY: label[i], "user_id": f"u{u[i]:05d}", "user_city": f"city{user_city[u[i]]}",
-          "user_age": int(user_age[u[i]]), F.AD_KEY: ad_ids[ad[i]], F.CATEGORY_KEY: int(k_of[i] + 1),
+          "label": label[i], "user_id": f"u{u[i]:05d}", "user_city": f"city{user_city[u[i]]}",
+          "user_age": int(user_age[u[i]]), "ad_id": ad_ids[ad[i]], "category_id": int(k_of[i] + 1),
           "brand_id": f"b{k_of[i] + 1}_{ad_brand[ad[i]]}", "hour": int(hour[i]),
           "weekday": int(weekday[i]), "query_words": query, "title_words": ad_titles[ad[i]],
           "clicked_categories": clicked,
       }
-      w.writerow([row[c] for c in F.RAW_COLUMNS])
+      w.writerow([row[c] for c in DEFAULT_SPEC.raw_columns])
 
   with open(os.path.join(out_dir, "ads", "ads.csv"), "w", newline="") as f:
     w = csv.writer(f, lineterminator="\n")
-    w.writerow([F.AD_KEY, F.CATEGORY_KEY, "brand_id", "title_words", "image"])
+    w.writerow(["ad_id", "category_id", "brand_id", "title_words", "image"])
     for i in range(M):
       background = background_level(ad_cat[i], K) if cfg.category_backgrounds else BACKGROUND
       img = render_image([colours[c] for c in ad_colours[i]], S, rng, background)

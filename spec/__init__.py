@@ -1,0 +1,11 @@
+"""The bottom layer: the data contract and the names and choices every other package shares.
+
+It imports no other package of the project (tests/test_layers_imports.py walks the imports):
+
+    spec  <-  models  <-  tfx_pipeline  <-  components  <-  pipeline / runners  <-  cscnn CLI
+    spec  <-  serving, cscnn.data
+"""
+
+from spec.features import (CATEGORICAL, DEFAULT_SPEC, MULTI, NUMERIC, SEQUENCE, Feature, FeatureSpec,
+                           SpecError, transformed_name)
+from spec.files import dump, load

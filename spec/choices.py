@@ -1,0 +1,25 @@
+"""The lists of choices a user picks from (CLI flags, trainer settings) and their defaults.
+
+Models validate against them; the CLI offers them; the pipeline passes them on.
+"""
+
+VISUAL_VARIANTS = ("none", "fixed", "finetune", "cbam", "cscnn")   # paper Table 8, in its order
+VISUAL_VARIANT = "cscnn"
+
+BACKBONES = ("light", "resnet18", "cnnf", "efficientnet_lite0")   # models/backbones.py builds each
+BACKBONE = "light"              # small enough for 32x32 images on a CPU (models/backbones.py)
+
+ATTENTION_KINDS = ("none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn")
+ATTENTION_KIND = "cscnn"        # cbam with the category prior: the paper's module
+
+PLACEMENTS = ("per-conv", "per-block")   # where attention sits in a ResNet-18 (models/backbones.py)
+
+BASELINES = ("popularity", "category_affinity", "item_knn", "blend")   # models/baselines.py
+
+# ExampleGen input layouts (relative to the data root; `input_check.input_splits` decides):
+# - "flat": <data>/impressions/*.csv, hash-split 4:1 into train / eval by ExampleGen;
+# - "pre-split": <data>/impressions/train/*.csv and <data>/impressions/eval/*.csv are the
+#   train and eval splits as they are (e.g. one held-out interaction per user).
+LAYOUT_FLAT = "flat"
+LAYOUT_PRE_SPLIT = "pre-split"
+INPUT_LAYOUTS = (LAYOUT_FLAT, LAYOUT_PRE_SPLIT)
