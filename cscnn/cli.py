@@ -222,6 +222,33 @@ def _cmd_schema(args) -> int:
   return 0
 
 
+def _cmd_spec_infer(args) -> int:
+  from cscnn.spec_infer import InferError, write_inferred_spec
+  if os.path.exists(args.out) and not args.force:
+    print(f"cscnn spec infer: {args.out} exists (--force overwrites it)", file=sys.stderr)
+    return 2
+  try:
+    spec, notes = write_inferred_spec(args.data, args.out)
+  except (InferError, OSError) as e:
+    print(f"cscnn spec infer: {e}", file=sys.stderr)
+    return 2
+  print("\n".join(notes[1:]))
+  print(f"wrote {args.out}: {len(spec.features)} features, labels {', '.join(spec.labels)}; edit it, then "
+        f"bin/cscnn pipeline run --data {args.data} --spec {args.out} --output OUT")
+  return 0
+
+
+def _cmd_spec_show(args) -> int:
+  from spec.files import SpecFileError, dumps
+  try:
+    spec = _load_spec(args.spec)
+  except SpecFileError as e:
+    print(f"cscnn spec show: {e}", file=sys.stderr)
+    return 2
+  print(dumps(spec, header="the project's default spec (spec/features.py)" if args.spec is None else ""), end="")
+  return 0
+
+
 def _cmd_models_summary(args) -> int:
   from models.attention import AttentionConfig
   from models.backbones import BackboneConfig
@@ -422,7 +449,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
   from cscnn.experiment import GRIDS
-  from models.visual import IMAGE_SIZE
+  from models.defaults import IMAGE_SIZE
   from spec import choices
   from spec import features as F
   from tfx_pipeline import configs
@@ -679,6 +706,16 @@ def build_parser() -> argparse.ArgumentParser:
   tb.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
   tb.add_argument("--port", type=int, default=6006, help="TensorBoard's port")
   tb.set_defaults(func=_cmd_tensorboard)
+
+  sp = sub.add_parser("spec", help="feature spec files").add_subparsers(dest="spec_command", required=True)
+  si = sp.add_parser("infer", help="propose a feature spec from the impressions CSVs (TFDV statistics)")
+  si.add_argument("--data", required=True, help="folder with impressions/*.csv or impressions/train/*.csv")
+  si.add_argument("--out", required=True, help="the spec file to write (YAML)")
+  si.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+  si.set_defaults(func=_cmd_spec_infer)
+  ss = sp.add_parser("show", help="print a spec in file form, checked (default: the project's own)")
+  ss.add_argument("--spec", default=None, metavar="FILE", help="a spec file to check and print")
+  ss.set_defaults(func=_cmd_spec_show)
 
   sc = sub.add_parser("schema", help="print, write or check the curated schema")
   g = sc.add_mutually_exclusive_group()

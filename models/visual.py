@@ -17,11 +17,10 @@ import tensorflow as tf
 
 from models.attention import AttentionConfig
 from models.backbones import BackboneConfig, build_visual_tower
+from models.defaults import IMAGE_SIZE
 from spec import choices
 from spec.features import transformed_name
 from spec.names import CATEGORY_INPUT, IMAGE_INPUT, IMAGE_KEY_INPUT
-
-IMAGE_SIZE = 32                 # S: small enough for the CNN on a CPU
 
 
 @dataclasses.dataclass(frozen=True)
