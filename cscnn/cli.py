@@ -112,6 +112,18 @@ def _cmd_pipeline_run(args) -> int:
   except (SpecFileError, ValueError) as e:
     print(f"cscnn pipeline run: {e}", file=sys.stderr)
     return 2
+  if args.spec is not None:
+    from spec.files import column_location
+    from tfx_pipeline.input_check import missing_columns
+    try:
+      missing = missing_columns(args.data, spec)
+    except InputDataError:
+      missing = {}   # the input check below names the layout problem
+    if missing:
+      path, columns = next(iter(missing.items()))
+      print("\n".join(f"cscnn pipeline run: {column_location(args.spec, spec, c)}: column {c!r} is not in {path}"
+                      for c in columns), file=sys.stderr)
+      return 2
   if not args.skip_input_check:
     try:
       rows = check_impressions(args.data, spec)

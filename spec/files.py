@@ -38,14 +38,37 @@ def _plain(node, key: Tuple[Any, ...], lines: Dict[Tuple[Any, ...], int]):
   return yaml.safe_load(yaml.serialize(node))
 
 
-def parse(text: str, path: str = "<spec>") -> FeatureSpec:
-  """A spec from the text of a spec file; errors name `path`, the line and the key."""
+def _compose(text: str, path: str):
   try:
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    return yaml.compose(text, Loader=yaml.SafeLoader)
   except yaml.YAMLError as e:
     mark = getattr(e, "problem_mark", None)
     where = f"{path}:{mark.line + 1}" if mark is not None else path
     raise SpecFileError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+
+
+def column_location(path: str, spec: FeatureSpec, column: str) -> str:
+  """``file:line: key`` of the entry of spec file `path` that names `column` (a feature, a
+  label or a sequence's time column), for errors about the data."""
+  with open(path, encoding="utf-8") as f:
+    lines: Dict[Tuple[Any, ...], int] = {}
+    _plain(_compose(f.read(), path), (), lines)
+  key: Tuple[Any, ...] = ()
+  if column in spec.labels:
+    key = ("labels", spec.labels.index(column))
+  for i, feature in enumerate(spec.features):
+    if feature.name == column:
+      key = ("features", i, "name")
+    elif feature.time_column == column:
+      key = ("features", i, "time_column")
+  while key not in lines and key:
+    key = key[:-1]
+  return f"{path}:{lines.get(key, 1)}: {format_key(key) or 'spec'}"
+
+
+def parse(text: str, path: str = "<spec>") -> FeatureSpec:
+  """A spec from the text of a spec file; errors name `path`, the line and the key."""
+  node = _compose(text, path)
   if node is None:
     raise SpecFileError(f"{path}: empty spec file")
   lines: Dict[Tuple[Any, ...], int] = {}

@@ -87,3 +87,17 @@ def test_feature_options_are_checked():
   with pytest.raises(SpecError, match="float is for numeric features"):
     Feature("x", "categorical", float)
   assert not Feature("p", NUMERIC, float).embedded and Feature("p", NUMERIC, float, buckets=4).embedded
+
+
+def test_a_column_the_data_lacks_is_named_with_its_line_in_the_spec(tmp_path, capsys):
+  from cscnn.cli import main
+  spec_path = tmp_path / "spec.yaml"
+  spec_path.write_text(GOOD)
+  (tmp_path / "data" / "impressions").mkdir(parents=True)
+  (tmp_path / "data" / "impressions" / "impressions.csv").write_text(
+      "click,customer,item,ptype,history,history_age\n1,c1,i1,p1,i2,3\n")
+  code = main(["pipeline", "run", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+               "--spec", str(spec_path), "--variant", "none"])
+  assert code == 2
+  assert f"{spec_path}:7: features[3].name: column 'price' is not in " in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import glob
 import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from spec.features import DEFAULT_SPEC, TOKEN_KINDS, FeatureSpec
 from tfx_pipeline import configs
@@ -80,6 +80,20 @@ def input_splits(data_root: Optional[str] = None,
   if layout == configs.LAYOUT_PRE_SPLIT:
     return ((configs.TRAIN_SPLIT, configs.TRAIN_PATTERN), (configs.EVAL_SPLIT, configs.EVAL_PATTERN))
   raise ValueError(f"input layout must be one of {configs.INPUT_LAYOUTS}, got {layout!r}")
+
+
+def missing_columns(data_root: str, spec: FeatureSpec) -> Dict[str, List[str]]:
+  """Per impressions file of `data_root`, the columns of `spec` its header lacks (files that
+  lack none are left out)."""
+  out = {}
+  for _, rel in input_splits(data_root):
+    for path in _glob(os.path.join(data_root, rel)):
+      with open(path, newline="") as fh:
+        header = next(csv.reader(fh), None) or []
+      missing = [c for c in spec.raw_columns if c not in header]
+      if missing:
+        out[path] = missing
+  return out
 
 
 def check_impressions(data_root: str, spec: FeatureSpec = DEFAULT_SPEC, max_errors: int = 10) -> int:
