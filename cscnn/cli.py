@@ -100,12 +100,15 @@ def _check_backbone_weights(args) -> str:
 def _cmd_pipeline_run(args) -> int:
   from tfx_pipeline import configs
   from tfx_pipeline.input_check import InputDataError, check_impressions
-  from spec.files import SpecFileError
+  from spec.files import DATA_SPEC_FILE, SpecFileError
   from tfx_pipeline.schema import SCHEMA_PATH, write_schema
   problem = _check_backbone_weights(args)
   if problem:
     print(f"cscnn pipeline run: {problem}", file=sys.stderr)
     return 2
+  if args.spec is None and os.path.isfile(os.path.join(args.data, DATA_SPEC_FILE)):
+    args.spec = os.path.join(args.data, DATA_SPEC_FILE)   # the data folder's own spec
+    print(f"feature spec: {args.spec}", flush=True)
   try:
     spec = _load_spec(args.spec)
     settings = _trainer_settings(args)
@@ -513,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--output", required=True, help="output folder: pipeline/, metadata.sqlite, serving/")
   r.add_argument("--spec", default=None, metavar="FILE",
                  help="the data set's feature spec (YAML: columns, kinds, labels, roles; draft one with "
-                      "`cscnn spec infer`); default: the project's own columns (spec/features.py)")
+                      "`cscnn spec infer`); default: DATA/spec.yaml if the data folder has one, else the "
+                      "project's own columns (spec/features.py)")
   r.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                  help="Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_num_workers=2")
   r.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="Trainer budget: batches in all")

@@ -42,6 +42,9 @@ class DCNConfig:
   # candidate's dot product with the mean of the history, dim history_match_dim) into x_nv.
   history_match: Tuple[Tuple[str, str], ...] = ()
   history_match_dim: int = 16
+  # Every sequence feature of the spec (a behaviour sequence) is also scored against the
+  # candidate ad by HistoryMatch (models.ctr.with_sequences).
+  match_sequences: bool = True
 
   def __post_init__(self):
     if self.embedding_dim < 1:

@@ -19,6 +19,9 @@ import yaml
 from spec.features import FeatureSpec, SpecError, format_key
 
 
+DATA_SPEC_FILE = "spec.yaml"   # a data folder's own spec: `pipeline run` uses it when --spec is not given
+
+
 class SpecFileError(ValueError):
   """A spec file that cannot be read or used: names the file, line and key."""
 

@@ -1,5 +1,7 @@
 """Backbones, placement of attention, de-duplication, the CTR variants, VBPR/BPR and cost."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -248,3 +250,15 @@ def test_visual_table_lookup_and_category_mean_fallback(tmp_path):
   np.testing.assert_allclose(np.asarray(again[0]), [[10, 20], [2, 3]], rtol=1e-6)
   with pytest.raises(ValueError, match="duplicate"):
     VisualTable(2, 2, 1).set_table([1, 1], [[0, 0], [1, 1]], [0, 0])
+
+
+def test_a_sequence_of_the_spec_is_read_against_the_candidate_ad():
+  from models.ctr import with_sequences
+  from models.dcn import DCNConfig as Config
+  spec = dataclasses.replace(S, features=S.features + (F.Feature("recent_ads", F.SEQUENCE, str, max_len=3),))
+  assert with_sequences(Config(), spec).history_match == (("ad_id", "recent_ads"),)
+  assert with_sequences(Config(match_sequences=False), spec).history_match == ()
+  assert with_sequences(Config(), S) == Config()                      # no sequence: the paper's DCN
+  sizes = {**_id_space(), "recent_ads": 6}
+  model = build_model(spec, sizes, SMALL_DCN, VisualConfig("none"))
+  assert model.get_layer("history_match_ad_id_recent_ads") is not None

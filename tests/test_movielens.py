@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from cscnn.data.movielens import (MovieLensConfig, SourceError, clicked_categories, convert, decade,
+from cscnn.data.movielens import (MOVIELENS_SPEC, MovieLensConfig, SourceError, clicked_categories, convert, decade,
                                   title_words)
+from spec.files import DATA_SPEC_FILE, load
 from tfx_pipeline import configs
 from spec import features as F
 S = F.DEFAULT_SPEC
@@ -137,7 +138,8 @@ def test_held_out_and_negatives(converted):
 
 def test_feature_mapping(converted):
   rows = converted["train"] + converted["eval"] + converted["validation"]
-  assert list(converted["train"][0]) == list(S.raw_columns)
+  assert list(converted["train"][0]) == list(MOVIELENS_SPEC.raw_columns)
+  assert load(os.path.join(converted["out"], DATA_SPEC_FILE)) == MOVIELENS_SPEC
   city = {1: "zip4_F", 2: "zip7_M", 3: "zip5_M", 4: "zipx_F", 5: "zip9_M"}
   age = {1: "1", 2: "56", 3: "25", 4: "35", 5: "18"}
   for r in rows:
@@ -163,10 +165,26 @@ def test_clicked_categories_from_training_positives_only(converted):
     assert str(ADS[f"m{m}"][0]) not in next(r["clicked_categories"] for r in rows if r["user_id"] == "u5")
 
 
+def test_clicked_ads_are_the_users_other_training_positives(converted):
+  train = _by_user(converted["train"])
+  for split in ("train", "eval", "validation"):
+    for r in converted[split]:
+      u = int(r["user_id"][1:])
+      expected = {f"m{m}" for m in train[u]["pos"]}
+      if split == "train" and r["label"] == "1":
+        expected -= {r["ad_id"]}                   # its own movie and label are not its input
+      got = r["clicked_ads"].split()
+      assert got == [F.EMPTY_LIST] if not expected else sorted(got) == sorted(expected), (split, r)
+  # the same order for all of a user's rows: the eval rows' lists are equal
+  for u in RATINGS:
+    lists = {r["clicked_ads"] for r in converted["eval"] if r["user_id"] == f"u{u}"}
+    assert len(lists) <= 1
+
+
 def test_pre_split_layout_passes_the_input_check(converted):
   out = str(converted["out"])
   assert detect_layout(out) == configs.LAYOUT_PRE_SPLIT
-  assert check_impressions(out) == 36 + 15
+  assert check_impressions(out, MOVIELENS_SPEC) == 36 + 15
 
 
 def _digest(out):
@@ -237,6 +255,6 @@ def test_real_movielens_50_users(tmp_path):
   assert (s["users"], s["movies"], s["missing_posters"]) == (50, 3706, 7)
   assert s["positives"]["eval"] == s["positives"]["validation"] == 50   # every ML-1M user has >= 20 ratings
   assert s["rows"]["eval"] == 50 * 21 and s["negatives"]["train"] == s["positives"]["train"]
-  assert check_impressions(str(tmp_path)) == s["rows"]["train"] + s["rows"]["eval"]
+  assert check_impressions(str(tmp_path), MOVIELENS_SPEC) == s["rows"]["train"] + s["rows"]["eval"]
   with open(tmp_path / "summary.json") as f:
     assert json.load(f)["users"] == 50

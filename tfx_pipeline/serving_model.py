@@ -9,6 +9,7 @@ from typing import Mapping
 import keras
 import numpy as np
 
+from models.ctr import with_sequences
 from models.dcn import DCNConfig, build_ctr_model
 from models.visual_table import VisualTable
 from spec.features import IMAGE_KEY, FeatureSpec, transformed_name
@@ -31,7 +32,7 @@ def build_serving_model(end_to_end: keras.Model, spec: FeatureSpec, dcn: DCNConf
     captured["fallback"], captured["table"] = fallback, table
     return {IMAGE_KEY: key}, x_v
 
-  dcn_model = build_ctr_model(spec.features, id_space, dcn, table_tower)
+  dcn_model = build_ctr_model(spec.features, id_space, with_sequences(dcn, spec), table_tower)
   captured["table"].set_table(keys, vectors, row_categories)
   for layer in dcn_model.layers:
     if layer.weights and layer.name != TABLE_LAYER:

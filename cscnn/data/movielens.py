@@ -41,7 +41,9 @@ Files written under DIR
   ``summary.json``: the config, counts (users, movies, rows / positives / negatives per split,
   cold movies in eval, missing posters) and the source path.
 
-Feature mapping onto the fixed schema (``spec/features.py``, ``DEFAULT_SPEC``)
+Feature mapping: the project's columns (``spec/features.py``, ``DEFAULT_SPEC``) and a behaviour
+sequence, declared in the ``spec.yaml`` the conversion writes beside the data (`MOVIELENS_SPEC`;
+`pipeline run` reads it from the data folder)
   user_id            ``u<UserID>``
   user_city          ``zip<first zip digit>_<gender>``, e.g. ``zip9_F``: the zip prefix with the
                      gender folded in (the schema has no gender column; 10 x 2 values)
@@ -58,6 +60,10 @@ Feature mapping onto the fixed schema (``spec/features.py``, ``DEFAULT_SPEC``)
   clicked_categories up to 5 category ids, the most frequent first genres among the user's
                      TRAINING positives (ties: lower id first); held-out movies never count.
                      The same for all the user's rows.
+  clicked_ads        a sequence: up to 50 of the user's TRAINING positives (``m<MovieID>``) in a
+                     random order fixed per user (no recency: this split is not by time); a
+                     training positive's own movie is left out of its row's list (its label must
+                     not be in its input).
   Occupation (0-20) is dropped: no schema column fits it and folding it into user_city would
   leave ~420 values for a few hundred users.
 
@@ -91,7 +97,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from spec.features import COLD_THRESHOLD, DEFAULT_SPEC
+from spec.features import COLD_THRESHOLD, DEFAULT_SPEC, EMPTY_LIST, SEQUENCE, Feature
+from spec.files import DATA_SPEC_FILE, dump
 
 GENRES: Tuple[str, ...] = (
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -258,6 +265,27 @@ def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: 
   return out
 
 
+HISTORY_LEN = 50
+MOVIELENS_SPEC = dataclasses.replace(DEFAULT_SPEC, features=DEFAULT_SPEC.features + (
+    Feature("clicked_ads", SEQUENCE, str, max_len=HISTORY_LEN,
+            description="the user's other training positives (movies), a random order fixed per user"),))
+
+
+def clicked_ads(train: np.ndarray, length: int, seed: int, user_id: int) -> np.ndarray:
+  """The user's history of clicked ads: `length` + 1 of their training positives (movie indices)
+  in a random order drawn from their own stream, so that no other draw of the conversion
+  changes. A row uses the first `length`, without its own movie (`history_string`)."""
+  rng = np.random.default_rng([seed, user_id, 1])
+  return rng.permutation(train)[:length + 1]
+
+
+def history_string(history: np.ndarray, own: Optional[int], length: int, names: np.ndarray) -> str:
+  """A row's ``clicked_ads``: `history` without the row's own movie `own` (None: keep all),
+  cut to `length`; ``EMPTY_LIST`` when nothing is left."""
+  kept = [m for m in history.tolist() if m != own][:length]
+  return " ".join(names[kept].tolist()) if kept else EMPTY_LIST
+
+
 def clicked_categories(categories: np.ndarray) -> str:
   """Up to 5 category ids, most frequent first (ties: lower id first), space-separated."""
   counts = np.bincount(categories, minlength=len(GENRES) + 1) if len(categories) else np.zeros(1, int)
@@ -349,6 +377,7 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   t0 = time.time()
   train, test, validation = _Rows(), _Rows(), _Rows()
   clicked: List[str] = []
+  histories: List[np.ndarray] = []
   train_pos_count = np.zeros(len(catalog), np.int64)
   train_row_count = np.zeros(len(catalog), np.int64)
   without_holdout = 0
@@ -367,6 +396,7 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
     else:
       without_holdout += 1
     clicked.append(clicked_categories(m_cat[s["train"]]))
+    histories.append(clicked_ads(s["train"], HISTORY_LEN, cfg.seed, int(uid)))
     if (u + 1) % 1000 == 0:
       dt = max(time.time() - t0, 1e-9)
       log(f"  split {u + 1:,} of {len(chosen):,} users ({(u + 1) / dt:,.0f} users/s)")
@@ -378,16 +408,18 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   u_age = np.array([users[int(u)][1] for u in chosen], np.int64)
   u_clicked = np.array(clicked, dtype=object)
 
-  def columns(rows: _Rows, shuffle_seed: Optional[int] = None):
+  def columns(rows: _Rows, shuffle_seed: Optional[int] = None, training: bool = False):
     uu, mm, ll = rows.arrays()
     if shuffle_seed is not None:
       perm = np.random.default_rng([cfg.seed, shuffle_seed]).permutation(len(uu))
       uu, mm, ll = uu[perm], mm[perm], ll[perm]
     zeros = np.zeros(len(uu), np.int64)
+    history = np.array([history_string(histories[u], m if training and y else None, HISTORY_LEN, m_ad)
+                        for u, m, y in zip(uu.tolist(), mm.tolist(), ll.tolist())], dtype=object)
     return {"label": ll, "user_id": u_id[uu], "user_city": u_city[uu], "user_age": u_age[uu],
             "ad_id": m_ad[mm], "category_id": m_cat[mm], "brand_id": m_brand[mm], "hour": zeros,
             "weekday": zeros, "query_words": np.full(len(uu), NO_QUERY, dtype=object),
-            "title_words": m_title[mm], "clicked_categories": u_clicked[uu]}, mm, ll
+            "title_words": m_title[mm], "clicked_categories": u_clicked[uu], "clicked_ads": history}, mm, ll
 
   t0 = time.time()
   os.makedirs(out_dir, exist_ok=True)
@@ -395,14 +427,16 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   eval_movies = eval_labels = None
   for name, rows, rel, shuffle in (("train", train, TRAIN_CSV, 1), ("eval", test, EVAL_CSV, None),
                                    ("validation", validation, VALIDATION_CSV, None)):
-    cols, mm, ll = columns(rows, shuffle)
-    _write_csv(os.path.join(out_dir, rel), cols, DEFAULT_SPEC.raw_columns)
+    cols, mm, ll = columns(rows, shuffle, training=name == "train")
+    _write_csv(os.path.join(out_dir, rel), cols, MOVIELENS_SPEC.raw_columns)
     counts[name] = {"rows": int(len(ll)), "positives": int(ll.sum()), "negatives": int(len(ll) - ll.sum())}
     if name == "eval":
       eval_movies, eval_labels = mm, ll
   _write_csv(os.path.join(out_dir, "ads", "ads.csv"),
              {"ad_id": m_ad, "category_id": m_cat, "brand_id": m_brand, "title_words": m_title,
               "image": np.array(posters, dtype=object)}, ADS_COLUMNS)
+  dump(MOVIELENS_SPEC, os.path.join(out_dir, DATA_SPEC_FILE),
+       header="MovieLens-1M posters, written by `cscnn data movielens` (cscnn/data/movielens.py)")
   n_rows = sum(c["rows"] for c in counts.values())
   dt = max(time.time() - t0, 1e-9)
   log(f"wrote {n_rows:,} impression rows and {len(catalog):,} ads in {dt:.1f} s ({n_rows / dt:,.0f} rows/s)")
