@@ -3,6 +3,7 @@ folders as its splits as they are; flat impressions/*.csv keeps the 4:1 hash spl
 incomplete layouts are errors naming the folder."""
 
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -162,3 +163,14 @@ def test_kubeflow_compile_takes_the_layout_explicitly(tmp_path):
   example_gen = next(v for k, v in json.loads(job)["pipelineSpec"]["deploymentSpec"]["executors"].items()
                      if "CsvExampleGen" in k)
   assert "hash_buckets" not in json.dumps(example_gen) and "hashBuckets" not in json.dumps(example_gen)
+
+
+def test_kubeflow_compile_of_another_spec_needs_its_schema(tmp_path):
+  from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
+  from spec.features import DEFAULT_SPEC
+  other = dataclasses.replace(DEFAULT_SPEC, labels=("click",))
+  with pytest.raises(ValueError, match="needs its schema"):
+    compile_pipeline("registry.example.com/cscnn:test", str(tmp_path / "p.json"), trainer=NO_IMAGES, spec=other)
+  compile_pipeline("registry.example.com/cscnn:test", str(tmp_path / "p.json"), trainer=NO_IMAGES, spec=other,
+                   schema_path="gs://bucket/schema.pbtxt", input_layout=configs.LAYOUT_FLAT)
+  assert "gs://bucket/schema.pbtxt" in (tmp_path / "p.json").read_text()
