@@ -152,7 +152,7 @@ class TargetAttention(keras.layers.Layer):
   The weights are not normalised (as in DIN), so the output keeps how strongly the history
   matches the candidate: "the candidate's category is among the user's past categories" is
   ``max_i w_i`` once the unit has learned to match, which a mean-pooled history concatenated
-  with the candidate does not give a DCN with small embeddings (`docs/benchmarks.md`).
+  with the candidate does not give a DCN with small embeddings (`docs/results.md`).
   """
 
   def __init__(self, query_vocab: int, history_vocab: int, dim: int = 8, hidden_units: int = 32,
@@ -209,7 +209,7 @@ class HistoryMatch(keras.layers.Layer):
       m   = mean of H[h_i] over the non-padding h_i      (0 for an empty history)
       out = [m, Q[query] . m]                            (B, dim + 1)
 
-  Measured on MovieLens-1M (`docs/benchmarks.md`), this dot product pools a history of clicked
+  Measured on MovieLens-1M (`docs/results.md`), this dot product pools a history of clicked
   ads better than target attention does.
   """
 

@@ -25,7 +25,7 @@ TARGET_ATTENTION = ("category_id", "clicked_categories")
 
 # Trainer.
 TRAIN_STEPS = 1800              # ~9.6 passes over the sample's 48k training rows: the image variants need
-                                # them to learn the visual effect from clicks (docs/benchmarks.md)
+                                # them to learn the visual effect from clicks (docs/design-notes.md)
 EVAL_STEPS = 50
 TRAIN_BATCH_SIZE = 256
 EVAL_BATCH_SIZE = 512

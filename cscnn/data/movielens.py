@@ -81,7 +81,7 @@ movie is cold by that count. ``summary.json`` gives both counts.
 Size: ``--users`` defaults to 500 random users (of 6,040): ~153k training rows and 10.5k eval
 rows, converted in ~3 s; one ``pipeline run`` with ``--train-steps 600`` then takes 3 to 5
 minutes on 2 cores (light backbone, 32x32; 181 to 301 s per cell in the 3-seed ablation of
-docs/benchmarks.md). ``--users 0`` converts all 6,040 users (2.0 M training rows) in ~16 s.
+docs/results.md). ``--users 0`` converts all 6,040 users (2.0 M training rows) in ~16 s.
 """
 
 from __future__ import annotations
