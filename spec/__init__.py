@@ -1,6 +1,6 @@
 """The bottom layer: the data contract and the names and choices every other package shares.
 
-It imports no other package of the project (tests/test_layers_imports.py walks the imports):
+It imports no other package of the project (tests/test_import_layers.py walks the imports):
 
     spec  <-  models  <-  tfx_pipeline  <-  components  <-  pipeline / runners  <-  cscnn CLI
     spec  <-  serving, cscnn.data
