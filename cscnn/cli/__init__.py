@@ -1,0 +1,50 @@
+"""The `cscnn` command line (run it through `bin/cscnn`, which enters the environment).
+
+  cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--overlays N] [--category-backgrounds] [--seed X]
+  cscnn data movielens --source DIR --out DIR [--users N] [--negatives K] [--eval-negatives M] [--seed S]
+  cscnn pipeline run --data DIR --output OUT [--beam-arg ARG ...] [--train-steps N] ...
+  cscnn pipeline summary --output OUT [--json]
+  cscnn schema [--write | --check]
+
+One module per command group, each with a ``register(subparsers)`` that adds its parsers beside
+the handlers they dispatch to; `GROUPS` lists them in the order ``cscnn --help`` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cscnn.cli import bench, data, experiment, models, pipeline, report, schema, serving
+
+GROUPS = (data, pipeline, models, bench, serving, experiment, report, schema)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Appends "(default: X)" to an option's help, except where there is nothing to show (None,
+  off flags, empty lists): those help texts say what happens without the option."""
+
+  def _get_help_string(self, action):
+    if action.default is None or action.default is False or action.default == []:
+      return action.help
+    return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+  """Every (sub)command's --help shows each option's default (sub-parsers are of the parent's class)."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", _HelpFormatter)
+    super().__init__(*args, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = _Parser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
+  sub = p.add_subparsers(dest="command", required=True)
+  for group in GROUPS:
+    group.register(sub)
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  return args.func(args)
