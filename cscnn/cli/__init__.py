@@ -8,13 +8,17 @@
 
 One module per command group, each with a ``register(subparsers)`` that adds its parsers beside
 the handlers they dispatch to; `GROUPS` lists them in the order ``cscnn --help`` shows them.
+A handler takes the parsed arguments and returns the exit code; it raises `UsageError` for input
+it cannot run on (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cscnn.cli import bench, data, experiment, models, pipeline, report, schema, serving
+from cscnn.cli.errors import UsageError
 
 GROUPS = (data, pipeline, models, bench, serving, experiment, report, schema)
 
@@ -37,14 +41,30 @@ class _Parser(argparse.ArgumentParser):
     super().__init__(*args, **kwargs)
 
 
+def _leaves(parser: argparse.ArgumentParser):
+  """The parsers of `parser`'s commands that have no sub-commands (`parser` itself if it has none)."""
+  subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+  if not subs:
+    yield parser
+  for action in subs:
+    for child in action.choices.values():
+      yield from _leaves(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = _Parser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
   sub = p.add_subparsers(dest="command", required=True)
   for group in GROUPS:
     group.register(sub)
+  for leaf in _leaves(p):
+    leaf.set_defaults(_prog=leaf.prog)    # "cscnn pipeline run": the prefix of its UsageErrors
   return p
 
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  return args.func(args)
+  try:
+    return args.func(args)
+  except UsageError as e:
+    print(f"{args._prog}: {e}", file=sys.stderr)  # pylint: disable=protected-access
+    return 2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from cscnn.cli.errors import UsageError
 
 
 def _positive_ints(text: str) -> tuple:
@@ -29,8 +30,7 @@ def _cmd_bench_training(args) -> int:
                          min_measure_s=args.measure_seconds,
                          log=lambda *a, **k: None if args.quiet else print(*a, **k))
   except ValueError as e:
-    print(f"cscnn bench training: {e}", file=sys.stderr)
-    return 2
+    raise UsageError(str(e)) from e
   print(json.dumps(out) if args.json else format_training(out))
   return 0
 
@@ -44,8 +44,7 @@ def _cmd_bench_serving(args) -> int:
                         concurrency=args.concurrency, profile=args.profile,
                         log=lambda *a, **k: None if args.quiet else print(*a, **k))
   except (FileNotFoundError, RuntimeError) as e:
-    print(f"cscnn bench serving: {e}", file=sys.stderr)
-    return 2
+    raise UsageError(str(e)) from e
   print(json.dumps(out) if args.json else format_serving(out, sizes))
   return 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from cscnn.cli.errors import UsageError
 
 
 def _cmd_data_sample(args) -> int:
@@ -13,21 +13,19 @@ def _cmd_data_sample(args) -> int:
                        visual_strength=args.visual_strength, overlays=args.overlays,
                        category_backgrounds=args.category_backgrounds)
   except ValueError as e:
-    print(f"cscnn data sample: {e}", file=sys.stderr)
-    return 2
+    raise UsageError(str(e)) from e
   generate(cfg, args.out)
   return 0
 
 
 def _cmd_data_movielens(args) -> int:
-  from cscnn.data.movielens import MovieLensConfig, SourceError, convert
+  from cscnn.data.movielens import MovieLensConfig, convert
   try:
     cfg = MovieLensConfig(users=args.users, negatives=args.negatives,
                           eval_negatives=args.eval_negatives, seed=args.seed)
     convert(args.source, args.out, cfg, log=lambda m: print(m, flush=True))
   except (ValueError, OSError) as e:   # SourceError is a ValueError
-    print(f"cscnn data movielens: {e}", file=sys.stderr)
-    return 2
+    raise UsageError(str(e)) from e
   print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank --cold-by positives")
   return 0
 

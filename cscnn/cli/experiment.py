@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
+from cscnn.cli.errors import UsageError
+
 
 def _cmd_experiment_ablation(args) -> int:
   from cscnn.experiment import run_ablation, table_paths
   from spec import choices
   run_args = ["--train-steps", str(args.train_steps), "--backbone", args.backbone, *args.run_arg]
   if args.variants is not None and args.grid != "variants":
-    print(f"cscnn experiment ablation: --variants is for the variants grid; the {args.grid} grid "
-          "has its own cells", file=sys.stderr)
-    return 2
+    raise UsageError(f"--variants is for the variants grid; the {args.grid} grid has its own cells")
   variants = args.variants.split(",") if args.variants else choices.VISUAL_VARIANTS
   try:
     run_ablation(args.data, args.output, grid=args.grid, variants=variants,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
+
+from cscnn.cli.errors import UsageError
 
 
 def _cmd_models_summary(args) -> int:
@@ -15,8 +16,7 @@ def _cmd_models_summary(args) -> int:
                               args.attention_layers)
     attention = AttentionConfig(args.attention, args.channel_prior, args.spatial_prior, args.reduction)
   except ValueError as e:
-    print(f"cscnn models summary: {e}", file=sys.stderr)
-    return 2
+    raise UsageError(str(e)) from e
   report = cost_report(backbone, attention, args.categories)
   if args.json:
     print(json.dumps(report))

@@ -9,6 +9,7 @@ import sys
 import time
 
 from cscnn.cli.common import load_spec
+from cscnn.cli.errors import UsageError
 
 
 def _trainer_settings(args):
@@ -39,50 +40,42 @@ def _trainer_settings(args):
       "distribution": args.distribution})
 
 
-def _check_backbone_weights(args) -> str:
-  """Why ``--backbone-weights`` cannot work with ``--backbone`` ('' when it can)."""
+def _check_backbone_weights(args) -> None:
+  """A UsageError saying why ``--backbone-weights`` cannot work with ``--backbone``, if it cannot."""
   if args.backbone_weights is None:
-    return ""
+    return
   from models.efficientnet_lite import NAME, imagenet_weights_path
   if args.backbone_weights == "imagenet":
     if args.backbone != NAME:
-      return f"--backbone-weights imagenet exists for --backbone {NAME} only, not {args.backbone}"
+      raise UsageError(f"--backbone-weights imagenet exists for --backbone {NAME} only, not {args.backbone}")
     try:
       imagenet_weights_path()
     except FileNotFoundError as e:
-      return str(e)
+      raise UsageError(str(e)) from e
   elif not os.path.isfile(args.backbone_weights):
-    return f"--backbone-weights {args.backbone_weights}: no such file"
-  return ""
+    raise UsageError(f"--backbone-weights {args.backbone_weights}: no such file")
 
 
 def _cmd_pipeline_run(args) -> int:
   from tfx_pipeline import configs
   from tfx_pipeline.input_check import InputDataError, check_impressions
-  from spec.files import SpecFileError
   from tfx_pipeline.schema import SCHEMA_PATH, write_schema
-  problem = _check_backbone_weights(args)
-  if problem:
-    print(f"cscnn pipeline run: {problem}", file=sys.stderr)
-    return 2
+  _check_backbone_weights(args)
+  spec = load_spec(args.spec)
   try:
-    spec = load_spec(args.spec)
     settings = _trainer_settings(args)
-  except (SpecFileError, ValueError) as e:
-    print(f"cscnn pipeline run: {e}", file=sys.stderr)
-    return 2
+  except ValueError as e:
+    raise UsageError(str(e)) from e
   if not args.skip_input_check:
     try:
       rows = check_impressions(args.data, spec)
     except InputDataError as e:
-      print(f"cscnn pipeline run: {e}", file=sys.stderr)
-      return 2
+      raise UsageError(str(e)) from e
     print(f"input check: {rows} impression rows OK", flush=True)
   catalog = os.path.join(args.data, configs.CATALOG_PATH)
   if args.variant != "none" and not os.path.exists(catalog):
-    print(f"cscnn pipeline run: the visual variant {args.variant!r} needs the ad catalogue {catalog} "
-          "(ad_id,category_id,image); use --variant none to train the DCN without images", file=sys.stderr)
-    return 2
+    raise UsageError(f"the visual variant {args.variant!r} needs the ad catalogue {catalog} "
+                     "(ad_id,category_id,image); use --variant none to train the DCN without images")
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.ERROR)
@@ -148,8 +141,7 @@ def _cmd_pipeline_summary(args) -> int:
   try:
     summary = run_summary(args.output)
   except FileNotFoundError as e:
-    print(f"cscnn pipeline summary: {e}", file=sys.stderr)
-    return 2
+    raise UsageError(str(e)) from e
   print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
   return 0
 

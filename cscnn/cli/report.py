@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
+from cscnn.cli.errors import UsageError
+
 
 def _cmd_report(args) -> int:
   from cscnn.report import render_report
   try:
     path = render_report(args.output, args.report_dir)
   except FileNotFoundError as e:
-    print(f"cscnn report: {e}", file=sys.stderr)
-    return 2
+    raise UsageError(str(e)) from e
   print(f"wrote {path}")
   return 0
 
@@ -21,8 +22,7 @@ def _cmd_tensorboard(args) -> int:
   import glob
   runs = sorted(glob.glob(os.path.join(args.output, "pipeline", "*Trainer", "model_run", "*")))
   if not runs:
-    print(f"cscnn tensorboard: no Trainer logs under {args.output}/pipeline", file=sys.stderr)
-    return 2
+    raise UsageError(f"no Trainer logs under {args.output}/pipeline")
   logdir = ",".join(f"run{os.path.basename(r)}:{r}" for r in runs)
   cmd = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", logdir, "--host", args.host,
          "--port", str(args.port)]

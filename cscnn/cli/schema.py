@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from cscnn.cli.common import load_spec
+from cscnn.cli.errors import UsageError
 
 
 def _cmd_schema(args) -> int:
-  from spec.files import SpecFileError
   from tfx_pipeline.schema import SCHEMA_PATH, schema_text, write_schema
   if args.spec is not None:
-    try:
-      spec = load_spec(args.spec)
-    except SpecFileError as e:
-      print(f"cscnn schema: {e}", file=sys.stderr)
-      return 2
+    spec = load_spec(args.spec)
     if args.write or args.check:
-      print("cscnn schema: --write and --check are for the project's own schema; with --spec the "
-            "schema is printed (pipeline run --spec writes it beside the run)", file=sys.stderr)
-      return 2
+      raise UsageError("--write and --check are for the project's own schema; with --spec the "
+                       "schema is printed (pipeline run --spec writes it beside the run)")
     print(schema_text(spec, os.path.abspath(args.spec)), end="")
     return 0
   if args.write:

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from cscnn.cli.errors import UsageError
+
 
 def _cmd_serve(args) -> int:
   import signal
@@ -23,8 +25,7 @@ def _cmd_serve(args) -> int:
   elif args.model_base_path and args.model_name:
     models = [ModelConfig(args.model_name, os.path.abspath(args.model_base_path))]
   else:
-    print("cscnn serve: give --model-base-path and --model-name, or --model-config-file", file=sys.stderr)
-    return 2
+    raise UsageError("give --model-base-path and --model-name, or --model-config-file")
   manager = ModelManager(models, poll_interval=args.file_system_poll_wait_seconds,
                          batching=BatchingConfig(args.enable_batching, args.max_batch_size,
                                                  args.batch_timeout_micros / 1e6))
@@ -47,8 +48,7 @@ def _cmd_predict(args) -> int:
     client = CtrClient(args.server, timeout=args.timeout)
     out = client.predict(args.model, candidates, args.signature, args.version)
   except (CandidateError, OSError) as e:
-    print(f"cscnn predict: {e}", file=sys.stderr)
-    return 2
+    raise UsageError(str(e)) from e
   except Exception as e:  # grpc.RpcError and friends  # pylint: disable=broad-except
     code = getattr(e, "code", lambda: None)()
     details = getattr(e, "details", lambda: str(e))()
