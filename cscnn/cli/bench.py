@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from cscnn.cli.common import defaults, joined
 from cscnn.cli.errors import UsageError
 
 
@@ -50,19 +51,22 @@ def _cmd_bench_serving(args) -> int:
 
 
 def register(sub) -> None:
+  from cscnn.bench import bench_serving, bench_training
+  from tfx_pipeline import configs
+  training, serving = defaults(bench_training), defaults(bench_serving)
   bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
   bt = bench.add_parser("training", help="training step time: attention kinds, backbones, de-duplication")
-  bt.add_argument("--backbones", default="light,resnet18", help="comma-separated backbones to time")
-  bt.add_argument("--attention", default="none,cbam,cscnn", help="comma-separated attention kinds to time")
-  bt.add_argument("--per-ad", type=_positive_ints, default="1,5,25",
+  bt.add_argument("--backbones", default=joined(training["backbones"]), help="comma-separated backbones to time")
+  bt.add_argument("--attention", default=joined(training["attentions"]), help="comma-separated attention kinds to time")
+  bt.add_argument("--per-ad", type=_positive_ints, default=joined(training["per_ad"]),
                   help="impressions per ad in a batch (G), comma-separated")
-  bt.add_argument("--batch", type=int, default=100, help="impressions per batch")
-  bt.add_argument("--image-size", type=int, default=32, help="S: random S x S images")
-  bt.add_argument("--rounds", type=int, default=10,
+  bt.add_argument("--batch", type=int, default=training["batch"], help="impressions per batch")
+  bt.add_argument("--image-size", type=int, default=training["image_size"], help="S: random S x S images")
+  bt.add_argument("--rounds", type=int, default=training["rounds"],
                   help="timed rounds per backbone, one measurement of each of its configurations "
                        "each; more rounds narrow the ratios' intervals (a CSCNN / CBAM goal verdict "
                        "of 'undecided' asks for more)")
-  bt.add_argument("--measure-seconds", type=float, default=1.0,
+  bt.add_argument("--measure-seconds", type=float, default=training["min_measure_s"],
                   help="each measurement runs consecutive steps for about this long (at least one "
                        "step); longer ones average out the machine's moment-to-moment speed")
   bt.add_argument("--json", action="store_true", help="one JSON object, per-round times included")
@@ -71,16 +75,16 @@ def register(sub) -> None:
   bs = bench.add_parser("serving", help="gRPC vs in-process latency and throughput of the serving model")
   bs.add_argument("--model-base-path", default="demo/out/serving/cscnn_ctr",
                   help="pushed model folder (numeric versions; the latest is served)")
-  bs.add_argument("--model-name", default="cscnn_ctr", help="name the model is served under")
+  bs.add_argument("--model-name", default=configs.MODEL_NAME, help="name the model is served under")
   bs.add_argument("--candidates", default="demo/data/impressions/impressions.csv",
                   help="CSV of candidates (impressions; the label column is ignored)")
-  bs.add_argument("--sizes", type=_positive_ints, default="1,100,1000",
+  bs.add_argument("--sizes", type=_positive_ints, default=joined(serving["sizes"]),
                   help="candidates per request, comma-separated")
-  bs.add_argument("--requests", type=int, default=200, help="timed requests per size and path in each repeat")
-  bs.add_argument("--repeats", type=int, default=3, help="repeats; latencies are medians over them")
-  bs.add_argument("--concurrency", type=_positive_ints, default="1,4,8",
+  bs.add_argument("--requests", type=int, default=serving["requests"], help="timed requests per size and path in each repeat")
+  bs.add_argument("--repeats", type=int, default=serving["repeats"], help="repeats; latencies are medians over them")
+  bs.add_argument("--concurrency", type=_positive_ints, default=joined(serving["concurrency"]),
                   help="client threads for the throughput figure, comma-separated")
-  bs.add_argument("--profile", type=int, nargs="?", const=100, default=0, metavar="N",
+  bs.add_argument("--profile", type=int, nargs="?", const=100, default=serving["profile"], metavar="N",
                   help="also the cost of each stage of a request of N candidates (default 100): the "
                        "server's steps timed in process and the graph's op time per stage (TF profiler)")
   bs.add_argument("--json", action="store_true", help="one JSON object")

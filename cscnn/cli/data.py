@@ -31,36 +31,36 @@ def _cmd_data_movielens(args) -> int:
 
 
 def register(sub) -> None:
-  from cscnn.data.movielens import DEFAULT_USERS
+  from cscnn.data.movielens import MovieLensConfig
   from cscnn.data.sample import SampleConfig
+  sample, movielens = SampleConfig(), MovieLensConfig()   # their defaults are the flags' defaults
   data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
   s = data.add_parser("sample", help="generate the synthetic sample data set (see cscnn/data/sample.py)")
   s.add_argument("--out", required=True, help="output folder")
-  defaults = SampleConfig()
-  s.add_argument("--impressions", type=int, default=defaults.impressions, help="rows of the impression log")
-  s.add_argument("--ads", type=int, default=defaults.ads, help="ads in the catalogue, one image each")
-  s.add_argument("--categories", type=int, default=defaults.categories,
+  s.add_argument("--impressions", type=int, default=sample.impressions, help="rows of the impression log")
+  s.add_argument("--ads", type=int, default=sample.ads, help="ads in the catalogue, one image each")
+  s.add_argument("--categories", type=int, default=sample.categories,
                  help="K: ad categories, each with its own key quadrant and preferred colour")
-  s.add_argument("--users", type=int, default=defaults.users, help="distinct users")
-  s.add_argument("--image-size", type=int, default=defaults.image_size, help="S: images are S x S RGB PNGs")
-  s.add_argument("--visual-strength", type=float, default=defaults.visual_strength,
+  s.add_argument("--users", type=int, default=sample.users, help="distinct users")
+  s.add_argument("--image-size", type=int, default=sample.image_size, help="S: images are S x S RGB PNGs")
+  s.add_argument("--visual-strength", type=float, default=sample.visual_strength,
                  help="weight of the category-specific visual effect on the click logit")
-  s.add_argument("--overlays", type=int, default=defaults.overlays,
+  s.add_argument("--overlays", type=int, default=sample.overlays,
                  help="small palette-coloured squares drawn over each image (price tags, stickers, "
                       "text); category-independent clutter with no click signal")
   s.add_argument("--category-backgrounds", action="store_true",
                  help="each category's images share a background brightness (its studio look), so "
                       "an image shows its category; the click effect is unchanged")
-  s.add_argument("--seed", type=int, default=defaults.seed, help="the same seed gives the same bytes")
+  s.add_argument("--seed", type=int, default=sample.seed, help="the same seed gives the same bytes")
   s.set_defaults(func=_cmd_data_sample)
   ml = data.add_parser("movielens", help="convert MovieLens-1M + posters into the pre-split input "
                                          "format (see cscnn/data/movielens.py)")
   ml.add_argument("--source", required=True,
                   help="the MovieLens-1M posters folder (ratings.csv, movies.dat, users.dat, posters/)")
   ml.add_argument("--out", required=True, help="output folder, outside the repo (licence)")
-  ml.add_argument("--users", type=int, default=DEFAULT_USERS, help="random subset of users; 0 = all 6,040")
-  ml.add_argument("--negatives", type=int, default=1, help="K: sampled negatives per training positive")
-  ml.add_argument("--eval-negatives", type=int, default=20,
+  ml.add_argument("--users", type=int, default=movielens.users, help="random subset of users; 0 = all 6,040")
+  ml.add_argument("--negatives", type=int, default=movielens.negatives, help="K: sampled negatives per training positive")
+  ml.add_argument("--eval-negatives", type=int, default=movielens.eval_negatives,
                   help="M: sampled negatives per held-out test / validation positive")
-  ml.add_argument("--seed", type=int, default=0, help="user subset and negative sampling; the same seed gives the same bytes")
+  ml.add_argument("--seed", type=int, default=movielens.seed, help="user subset and negative sampling; the same seed gives the same bytes")
   ml.set_defaults(func=_cmd_data_movielens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from cscnn.cli.common import defaults
 from cscnn.cli.errors import UsageError
 
 
@@ -30,21 +31,22 @@ def _cmd_experiment_ablation(args) -> int:
 
 
 def register(sub) -> None:
-  from cscnn.experiment import GRIDS
+  from cscnn.experiment import GRIDS, run_ablation
   from spec import choices
   from tfx_pipeline import configs
+  ablation = defaults(run_ablation)
   ex = sub.add_parser("experiment", help="experiments").add_subparsers(dest="experiment_command", required=True)
   ab = ex.add_parser("ablation", help="restartable grid of pipeline runs over configurations and seeds")
   ab.add_argument("--data", required=True, help="input folder, as for `pipeline run --data`")
   ab.add_argument("--output", required=True,
                   help="experiment folder: run/ (the shared pipeline output), cells/, GRID.md/.csv/.png")
-  ab.add_argument("--grid", default="variants", choices=["variants", *GRIDS],
+  ab.add_argument("--grid", default=ablation["grid"], choices=["variants", *GRIDS],
                   help="variants: --variants (paper Tables 4, 8); table5: attention kinds with and "
                        "without the category prior; figure5: C', H' = W', L'")
   ab.add_argument("--variants", default=None,
                   help="comma-separated `pipeline run --variant` values, for the variants grid only "
                        f"(None: {','.join(choices.VISUAL_VARIANTS)})")
-  ab.add_argument("--seeds", type=int, default=3, help="trainer seeds 0 .. N-1 per configuration")
+  ab.add_argument("--seeds", type=int, default=ablation["seeds"], help="trainer seeds 0 .. N-1 per configuration")
   ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="the same budget for every cell")
   ab.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES, help="CNN of every cell")
   ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")

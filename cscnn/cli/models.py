@@ -39,22 +39,27 @@ def _cmd_models_summary(args) -> int:
 
 
 def register(sub) -> None:
+  from models.attention import AttentionConfig      # Keras
+  from models.backbones import BackboneConfig
+  from models.cost import PAPER_BACKBONE, PAPER_CATEGORIES, PAPER_IMAGE_SIZE
   from spec import choices
+  attention, backbone = AttentionConfig(), BackboneConfig()   # their defaults are the flags' defaults
   models = sub.add_parser("models", help="the Keras models").add_subparsers(dest="models_command", required=True)
   ms = models.add_parser("summary", help="parameters and FLOPs of a visual tower (paper Table 2)")
-  ms.add_argument("--backbone", default="resnet18", choices=choices.BACKBONES, help="CNN to count")
-  ms.add_argument("--attention", default="cscnn",
+  ms.add_argument("--backbone", default=PAPER_BACKBONE, choices=choices.BACKBONES, help="CNN to count")
+  ms.add_argument("--attention", default=attention.kind,
                   choices=list(choices.ATTENTION_KINDS),
                   help="attention module on the conv layers")
-  ms.add_argument("--placement", default="per-conv", choices=["per-conv", "per-block"],
+  ms.add_argument("--placement", default=backbone.placement, choices=list(choices.PLACEMENTS),
                   help="ResNet-18: a module after every conv (the paper's 16) or one per block (8)")
-  ms.add_argument("--image-size", type=int, default=224, help="S: input images S x S (the paper: 224)")
-  ms.add_argument("--categories", type=int, default=3310, help="|K|")
-  ms.add_argument("--channel-prior", type=int, default=20, help="C'")
-  ms.add_argument("--spatial-prior", type=int, default=7, help="H' = W'")
-  ms.add_argument("--reduction", type=int, default=4, help="r")
-  ms.add_argument("--attention-layers", type=int, default=None,
+  ms.add_argument("--image-size", type=int, default=PAPER_IMAGE_SIZE,
+                  help=f"S: input images S x S (the paper: {PAPER_IMAGE_SIZE})")
+  ms.add_argument("--categories", type=int, default=PAPER_CATEGORIES, help="|K|")
+  ms.add_argument("--channel-prior", type=int, default=attention.channel_prior, help="C'")
+  ms.add_argument("--spatial-prior", type=int, default=attention.spatial_prior, help="H' = W'")
+  ms.add_argument("--reduction", type=int, default=attention.reduction, help="r")
+  ms.add_argument("--attention-layers", type=int, default=backbone.attention_layers,
                   help="L': attention on the last L' conv layers (None: all)")
-  ms.add_argument("--output-dim", type=int, default=150, help="|x_v|")
+  ms.add_argument("--output-dim", type=int, default=backbone.output_dim, help="|x_v|")
   ms.add_argument("--json", action="store_true", help="print JSON")
   ms.set_defaults(func=_cmd_models_summary)

@@ -147,10 +147,11 @@ def _cmd_pipeline_summary(args) -> int:
 
 
 def register(sub) -> None:
-  from models.visual import IMAGE_SIZE
   from spec import choices
   from spec import features as F
   from tfx_pipeline import configs
+  from tfx_pipeline.settings import DISTRIBUTIONS, TrainerSettings   # imports Keras (models/)
+  trainer = TrainerSettings()    # `pipeline run`'s trainer flags default to the Trainer's own defaults
   cold_by = dict(default=F.COLD_BY[0], choices=list(F.COLD_BY),
                  help=f"the cold-ad slice: ads with fewer than {F.COLD_THRESHOLD} training impressions (rows), or "
                       "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
@@ -165,20 +166,20 @@ def register(sub) -> None:
                       "`cscnn spec infer`); default: the project's own columns (spec/features.py)")
   r.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                  help="Beam pipeline argument, repeatable, e.g. --beam-arg=--direct_num_workers=2")
-  r.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="Trainer budget: batches in all")
-  r.add_argument("--eval-steps", type=int, default=configs.EVAL_STEPS,
+  r.add_argument("--train-steps", type=int, default=trainer.train_steps, help="Trainer budget: batches in all")
+  r.add_argument("--eval-steps", type=int, default=trainer.eval_steps,
                  help="batches of the eval split for the Trainer's validation after each epoch "
                       "(the Evaluator always reads the whole split)")
-  r.add_argument("--epochs", type=int, default=3,
+  r.add_argument("--epochs", type=int, default=trainer.epochs,
                  help="the train steps are split into this many Keras epochs (validation and TensorBoard "
                       "logs after each)")
-  r.add_argument("--batch-size", type=int, default=configs.TRAIN_BATCH_SIZE, help="impressions per training batch")
+  r.add_argument("--batch-size", type=int, default=trainer.batch_size, help="impressions per training batch")
   r.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (None: the model's 1e-3)")
   r.add_argument("--embedding-dim", type=int, default=None, help="d_e (paper: 4)")
   r.add_argument("--target-attention", action="store_true",
                  help="pool the user's clicked categories by target attention from the ad's category "
                       "(DIN's unit, models/layers.py) into x_nv")
-  r.add_argument("--seed", type=int, default=0, help="the trainer's seed: initial weights and shuffling")
+  r.add_argument("--seed", type=int, default=trainer.seed, help="the trainer's seed: initial weights and shuffling")
   r.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
                  help="the Evaluator blesses (and the Pusher pushes) a model only with eval AUC >= this")
   r.add_argument("--auc-tolerance", type=float, default=configs.AUC_TOLERANCE,
@@ -186,16 +187,16 @@ def register(sub) -> None:
   r.add_argument("--baseline-margin", type=float, default=configs.BASELINE_MARGIN,
                  help="nor a model whose per-user AUC is below the best heuristic baseline's (popularity, "
                       "category affinity, item co-occurrence, blend) plus this; negative: no baseline gate")
-  r.add_argument("--variant", default=choices.VISUAL_VARIANT,
+  r.add_argument("--variant", default=trainer.visual.variant,
                  choices=choices.VISUAL_VARIANTS,
                  help="visual model (paper Table 8); none = DCN without images")
-  r.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES,
+  r.add_argument("--backbone", default=trainer.visual.backbone, choices=choices.BACKBONES,
                  help="CNN of the visual tower (light: small residual net for CPUs)")
   r.add_argument("--backbone-weights", default=None, metavar="imagenet|PATH",
                  help="start the backbone from weights: imagenet (efficientnet_lite0: the ImageNet weights "
                       "make setup converts) or a Keras weights file of the same backbone (default: random)")
-  r.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="S: images are resized to S x S")
-  r.add_argument("--impressions-per-ad", type=int, default=configs.IMPRESSIONS_PER_AD,
+  r.add_argument("--image-size", type=int, default=trainer.visual.image_size, help="S: images are resized to S x S")
+  r.add_argument("--impressions-per-ad", type=int, default=trainer.impressions_per_ad,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")
   r.add_argument("--no-dedup", action="store_true", help="run the CNN on every impression")
   r.add_argument("--spatial-norm", action="store_true",
@@ -203,14 +204,14 @@ def register(sub) -> None:
   r.add_argument("--attention", default=None,
                  choices=list(choices.ATTENTION_KINDS),
                  help="override the variant's attention kind (paper Table 5)")
-  r.add_argument("--channel-prior", type=int, default=None, help="C' (None: 20)")
-  r.add_argument("--spatial-prior", type=int, default=None, help="H' = W' (None: 7)")
+  r.add_argument("--channel-prior", type=int, default=None, help=f"C' (None: {trainer.visual.channel_prior})")
+  r.add_argument("--spatial-prior", type=int, default=None, help=f"H' = W' (None: {trainer.visual.spatial_prior})")
   r.add_argument("--attention-layers", type=int, default=None,
                  help="L': attention on the last L' conv layers (None: all)")
   r.add_argument("--mixed-precision", action="store_true", help="Keras mixed_float16 policy (for GPUs)")
-  r.add_argument("--distribution", default="default", choices=["default", "mirrored"],  # TrainerSettings
+  r.add_argument("--distribution", default=trainer.distribution, choices=list(DISTRIBUTIONS),
                  help="tf.distribute strategy of the Trainer (mirrored: every local GPU)")
-  r.add_argument("--on-bad-image", default="error", choices=["error", "blank"],
+  r.add_argument("--on-bad-image", default=choices.ON_BAD_IMAGE[0], choices=list(choices.ON_BAD_IMAGE),
                  help="a missing or undecodable catalogue image: stop naming it, or use a grey image")
   r.add_argument("--table-min-impressions", type=int, default=0,
                  help="visual table frequency control: keep ads with >= N training impressions")

@@ -67,6 +67,10 @@ def _cmd_predict(args) -> int:
 
 
 def register(sub) -> None:
+  # Port, host, poll interval, request limits and timeout are the serving package's defaults
+  # (ModelServer, ModelManager, RequestLimits, CtrClient; tests/test_cli.py compares them) written
+  # out: importing it here would load gRPC and the TF Serving protos for every --help.
+  from spec.names import SERVING_RAW
   sv = sub.add_parser("serve", help="serve pushed models with TF Serving's gRPC and REST protocol")
   sv.add_argument("--model-base-path", help="e.g. OUT/serving/cscnn_ctr (holds numeric versions)")
   sv.add_argument("--model-name", help="name clients ask for (with --model-base-path)")
@@ -95,7 +99,7 @@ def register(sub) -> None:
   pr.add_argument("--server", required=True, help="HOST:PORT")
   pr.add_argument("--model", required=True, help="the served model's name")
   pr.add_argument("--input", required=True, help="CSV with a header of feature names, or JSON")
-  pr.add_argument("--signature", default="serving_raw", help="SignatureDef to call")
+  pr.add_argument("--signature", default=SERVING_RAW, help="SignatureDef to call")
   pr.add_argument("--version", type=int, default=None, help="model version (None: the latest loaded)")
   pr.add_argument("--timeout", type=float, default=10.0, help="gRPC deadline in seconds")
   pr.add_argument("--json", action="store_true", help="print JSON")
