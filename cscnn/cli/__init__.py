@@ -6,10 +6,12 @@
   cscnn pipeline summary --output OUT [--json]
   cscnn schema [--write | --check]
 
-One module per command group, each with a ``register(subparsers)`` that adds its parsers beside
-the handlers they dispatch to; `GROUPS` lists them in the order ``cscnn --help`` shows them.
-A handler takes the parsed arguments and returns the exit code; it raises `UsageError` for input
-it cannot run on (exit 2).
+One module per command group (`GROUPS`, in the order ``cscnn --help`` lists them; a new group is
+a module and one entry there), each with a ``register(subparsers)`` that adds the group's
+parsers. A command's parser is built right beside its handler (``_add_<command>`` next to
+``_cmd_<command>``, or ``register`` itself in a one-command module), with choices and defaults
+read from the library. A handler takes the parsed arguments and returns the exit code; for input
+it cannot run on it raises `UsageError` (cli/errors.py), which `main` prints and turns into 2.
 """
 
 from __future__ import annotations

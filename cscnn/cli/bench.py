@@ -20,41 +20,9 @@ def _positive_ints(text: str) -> tuple:
   return values
 
 
-def _cmd_bench_training(args) -> int:
-  import keras
-  from cscnn.bench import bench_training, format_training
-  keras.utils.set_random_seed(0)
-  try:
-    out = bench_training(backbones=args.backbones.split(","), attentions=args.attention.split(","),
-                         per_ad=args.per_ad, batch=args.batch,
-                         image_size=args.image_size, rounds=args.rounds,
-                         min_measure_s=args.measure_seconds,
-                         log=lambda *a, **k: None if args.quiet else print(*a, **k))
-  except ValueError as e:
-    raise UsageError(str(e)) from e
-  print(json.dumps(out) if args.json else format_training(out))
-  return 0
-
-
-def _cmd_bench_serving(args) -> int:
-  from cscnn.bench import bench_serving, format_serving
-  sizes = args.sizes
-  try:
-    out = bench_serving(args.model_base_path, args.model_name, args.candidates, sizes=sizes,
-                        requests=args.requests, repeats=args.repeats,
-                        concurrency=args.concurrency, profile=args.profile,
-                        log=lambda *a, **k: None if args.quiet else print(*a, **k))
-  except (FileNotFoundError, RuntimeError) as e:
-    raise UsageError(str(e)) from e
-  print(json.dumps(out) if args.json else format_serving(out, sizes))
-  return 0
-
-
-def register(sub) -> None:
-  from cscnn.bench import bench_serving, bench_training
-  from tfx_pipeline import configs
-  training, serving = defaults(bench_training), defaults(bench_serving)
-  bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+def _add_training(bench) -> None:
+  from cscnn.bench import bench_training
+  training = defaults(bench_training)
   bt = bench.add_parser("training", help="training step time: attention kinds, backbones, de-duplication")
   bt.add_argument("--backbones", default=joined(training["backbones"]), help="comma-separated backbones to time")
   bt.add_argument("--attention", default=joined(training["attentions"]), help="comma-separated attention kinds to time")
@@ -72,6 +40,28 @@ def register(sub) -> None:
   bt.add_argument("--json", action="store_true", help="one JSON object, per-round times included")
   bt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   bt.set_defaults(func=_cmd_bench_training)
+
+
+def _cmd_bench_training(args) -> int:
+  import keras
+  from cscnn.bench import bench_training, format_training
+  keras.utils.set_random_seed(0)
+  try:
+    out = bench_training(backbones=args.backbones.split(","), attentions=args.attention.split(","),
+                         per_ad=args.per_ad, batch=args.batch,
+                         image_size=args.image_size, rounds=args.rounds,
+                         min_measure_s=args.measure_seconds,
+                         log=lambda *a, **k: None if args.quiet else print(*a, **k))
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  print(json.dumps(out) if args.json else format_training(out))
+  return 0
+
+
+def _add_serving(bench) -> None:
+  from cscnn.bench import bench_serving
+  from tfx_pipeline import configs
+  serving = defaults(bench_serving)
   bs = bench.add_parser("serving", help="gRPC vs in-process latency and throughput of the serving model")
   bs.add_argument("--model-base-path", default="demo/out/serving/cscnn_ctr",
                   help="pushed model folder (numeric versions; the latest is served)")
@@ -90,3 +80,23 @@ def register(sub) -> None:
   bs.add_argument("--json", action="store_true", help="one JSON object")
   bs.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   bs.set_defaults(func=_cmd_bench_serving)
+
+
+def _cmd_bench_serving(args) -> int:
+  from cscnn.bench import bench_serving, format_serving
+  sizes = args.sizes
+  try:
+    out = bench_serving(args.model_base_path, args.model_name, args.candidates, sizes=sizes,
+                        requests=args.requests, repeats=args.repeats,
+                        concurrency=args.concurrency, profile=args.profile,
+                        log=lambda *a, **k: None if args.quiet else print(*a, **k))
+  except (FileNotFoundError, RuntimeError) as e:
+    raise UsageError(str(e)) from e
+  print(json.dumps(out) if args.json else format_serving(out, sizes))
+  return 0
+
+
+def register(sub) -> None:
+  bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+  _add_training(bench)
+  _add_serving(bench)

@@ -5,36 +5,9 @@ from __future__ import annotations
 from cscnn.cli.errors import UsageError
 
 
-def _cmd_data_sample(args) -> int:
-  from cscnn.data.sample import SampleConfig, generate
-  try:
-    cfg = SampleConfig(impressions=args.impressions, ads=args.ads, categories=args.categories,
-                       users=args.users, image_size=args.image_size, seed=args.seed,
-                       visual_strength=args.visual_strength, overlays=args.overlays,
-                       category_backgrounds=args.category_backgrounds)
-  except ValueError as e:
-    raise UsageError(str(e)) from e
-  generate(cfg, args.out)
-  return 0
-
-
-def _cmd_data_movielens(args) -> int:
-  from cscnn.data.movielens import MovieLensConfig, convert
-  try:
-    cfg = MovieLensConfig(users=args.users, negatives=args.negatives,
-                          eval_negatives=args.eval_negatives, seed=args.seed)
-    convert(args.source, args.out, cfg, log=lambda m: print(m, flush=True))
-  except (ValueError, OSError) as e:   # SourceError is a ValueError
-    raise UsageError(str(e)) from e
-  print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank --cold-by positives")
-  return 0
-
-
-def register(sub) -> None:
-  from cscnn.data.movielens import MovieLensConfig
+def _add_sample(data) -> None:
   from cscnn.data.sample import SampleConfig
-  sample, movielens = SampleConfig(), MovieLensConfig()   # their defaults are the flags' defaults
-  data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
+  sample = SampleConfig()    # the generator's defaults are the flags' defaults
   s = data.add_parser("sample", help="generate the synthetic sample data set (see cscnn/data/sample.py)")
   s.add_argument("--out", required=True, help="output folder")
   s.add_argument("--impressions", type=int, default=sample.impressions, help="rows of the impression log")
@@ -53,6 +26,24 @@ def register(sub) -> None:
                       "an image shows its category; the click effect is unchanged")
   s.add_argument("--seed", type=int, default=sample.seed, help="the same seed gives the same bytes")
   s.set_defaults(func=_cmd_data_sample)
+
+
+def _cmd_data_sample(args) -> int:
+  from cscnn.data.sample import SampleConfig, generate
+  try:
+    cfg = SampleConfig(impressions=args.impressions, ads=args.ads, categories=args.categories,
+                       users=args.users, image_size=args.image_size, seed=args.seed,
+                       visual_strength=args.visual_strength, overlays=args.overlays,
+                       category_backgrounds=args.category_backgrounds)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  generate(cfg, args.out)
+  return 0
+
+
+def _add_movielens(data) -> None:
+  from cscnn.data.movielens import MovieLensConfig
+  movielens = MovieLensConfig()    # the converter's defaults are the flags' defaults
   ml = data.add_parser("movielens", help="convert MovieLens-1M + posters into the pre-split input "
                                          "format (see cscnn/data/movielens.py)")
   ml.add_argument("--source", required=True,
@@ -64,3 +55,21 @@ def register(sub) -> None:
                   help="M: sampled negatives per held-out test / validation positive")
   ml.add_argument("--seed", type=int, default=movielens.seed, help="user subset and negative sampling; the same seed gives the same bytes")
   ml.set_defaults(func=_cmd_data_movielens)
+
+
+def _cmd_data_movielens(args) -> int:
+  from cscnn.data.movielens import MovieLensConfig, convert
+  try:
+    cfg = MovieLensConfig(users=args.users, negatives=args.negatives,
+                          eval_negatives=args.eval_negatives, seed=args.seed)
+    convert(args.source, args.out, cfg, log=lambda m: print(m, flush=True))
+  except (ValueError, OSError) as e:   # SourceError is a ValueError
+    raise UsageError(str(e)) from e
+  print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank --cold-by positives")
+  return 0
+
+
+def register(sub) -> None:
+  data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
+  _add_sample(data)
+  _add_movielens(data)

@@ -56,106 +56,19 @@ def _check_backbone_weights(args) -> None:
     raise UsageError(f"--backbone-weights {args.backbone_weights}: no such file")
 
 
-def _cmd_pipeline_run(args) -> int:
-  from tfx_pipeline import configs
-  from tfx_pipeline.input_check import InputDataError, check_impressions
-  from tfx_pipeline.schema import SCHEMA_PATH, write_schema
-  _check_backbone_weights(args)
-  spec = load_spec(args.spec)
-  try:
-    settings = _trainer_settings(args)
-  except ValueError as e:
-    raise UsageError(str(e)) from e
-  if not args.skip_input_check:
-    try:
-      rows = check_impressions(args.data, spec)
-    except InputDataError as e:
-      raise UsageError(str(e)) from e
-    print(f"input check: {rows} impression rows OK", flush=True)
-  catalog = os.path.join(args.data, configs.CATALOG_PATH)
-  if args.variant != "none" and not os.path.exists(catalog):
-    raise UsageError(f"the visual variant {args.variant!r} needs the ad catalogue {catalog} "
-                     "(ad_id,category_id,image); use --variant none to train the DCN without images")
-  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-  from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.ERROR)
-  if not args.verbose:
-    import warnings
-    warnings.filterwarnings("ignore")
-  from tfx_pipeline import local_runner
-  from tfx_pipeline.summary import format_summary, run_summary
-  t0 = time.time()
-  schema_path = SCHEMA_PATH
-  if args.spec is not None:   # the spec's own schema, beside the run's artifacts
-    schema_path = write_schema(os.path.join(os.path.abspath(args.output), "schema", "schema.pbtxt"), spec,
-                               source=os.path.abspath(args.spec))
-  print(f"running TFX pipeline (LocalDagRunner) on {args.data} -> {args.output}", flush=True)
-  try:
-    local_runner.run(args.data, args.output, beam_pipeline_args=args.beam_arg, only_node=args.only_node,
-                     trainer=settings, spec=spec, schema_path=schema_path, auc_floor=args.auc_floor,
-                     auc_tolerance=args.auc_tolerance, on_bad_image=args.on_bad_image,
-                     table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k,
-                     enable_cache=args.cache, cold_by=args.cold_by, baseline_margin=args.baseline_margin)
-  except Exception as e:  # pylint: disable=broad-except
-    print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
-    return 1
-  if args.only_node:
-    print(f"component {args.only_node} finished in {time.time() - t0:.1f} s")
-    return 0
-  summary = run_summary(args.output)
-  summary["wall_time_s"] = round(time.time() - t0, 1)
-  print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
-  if not args.json:
-    print(f"wall time: {summary['wall_time_s']} s")
-  return 0
-
-
-def _variant_settings(variant: str):
-  from models.visual import VisualConfig
-  from tfx_pipeline.settings import TrainerSettings
-  return TrainerSettings(visual=VisualConfig(variant=variant))
-
-
-def _cmd_pipeline_compile(args) -> int:
-  from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
-  compile_pipeline(args.image, args.output, pipeline_root=args.pipeline_root, data_root=args.data_root,
-                   beam_pipeline_args=args.beam_arg, trainer=_variant_settings(args.variant),
-                   input_layout=args.input_layout, cold_by=args.cold_by)
-  print(f"wrote the Kubeflow Pipelines v2 job spec to {args.output} (image {args.image})")
-  return 0
-
-
-def _cmd_pipeline_nodes(args) -> int:
-  from tfx_pipeline.local_runner import nodes
-  out = nodes(trainer=_variant_settings(args.variant))
-  if args.json:
-    print(json.dumps(out, indent=1))
-  else:
-    for n in out:
-      print(f"{n['id']:<40} after {', '.join(n['upstream']) or '-'}")
-  return 0
-
-
-def _cmd_pipeline_summary(args) -> int:
-  from tfx_pipeline.summary import format_summary, run_summary
-  try:
-    summary = run_summary(args.output)
-  except FileNotFoundError as e:
-    raise UsageError(str(e)) from e
-  print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
-  return 0
-
-
-def register(sub) -> None:
-  from spec import choices
+def _add_cold_by(parser) -> None:
+  """--cold-by, of `pipeline run` and `pipeline compile`."""
   from spec import features as F
+  parser.add_argument("--cold-by", default=F.COLD_BY[0], choices=list(F.COLD_BY),
+                      help=f"the cold-ad slice: ads with fewer than {F.COLD_THRESHOLD} training impressions "
+                           "(rows), or positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
+
+
+def _add_run(pipe) -> None:
+  from spec import choices
   from tfx_pipeline import configs
   from tfx_pipeline.settings import DISTRIBUTIONS, TrainerSettings   # imports Keras (models/)
-  trainer = TrainerSettings()    # `pipeline run`'s trainer flags default to the Trainer's own defaults
-  cold_by = dict(default=F.COLD_BY[0], choices=list(F.COLD_BY),
-                 help=f"the cold-ad slice: ads with fewer than {F.COLD_THRESHOLD} training impressions (rows), or "
-                      "positives (for implicit feedback with sampled negatives, e.g. MovieLens)")
-  pipe = sub.add_parser("pipeline", help="the TFX pipeline").add_subparsers(dest="pipeline_command", required=True)
+  trainer = TrainerSettings()    # the trainer flags default to the Trainer's own defaults
   r = pipe.add_parser("run", help="run the TFX pipeline locally (LocalDagRunner, SQLite MLMD)")
   r.add_argument("--data", required=True,
                  help="folder with impressions/*.csv (hash-split 4:1), or pre-split "
@@ -216,7 +129,7 @@ def register(sub) -> None:
   r.add_argument("--table-min-impressions", type=int, default=0,
                  help="visual table frequency control: keep ads with >= N training impressions")
   r.add_argument("--table-top-k", type=int, default=0, help="keep only the K most shown ads (0 = all)")
-  r.add_argument("--cold-by", **cold_by)
+  _add_cold_by(r)
   r.add_argument("--cache", action="store_true",
                  help="reuse outputs of earlier runs in OUTPUT whose inputs did not change (TFX cache), "
                       "e.g. ExampleGen and Transform when only the trainer's options change")
@@ -226,6 +139,70 @@ def register(sub) -> None:
                  help="run one component (a TFX partial run on the latest run's artifacts in OUTPUT)")
   r.add_argument("-v", "--verbose", action="store_true", help="TFX/Beam INFO logs")
   r.set_defaults(func=_cmd_pipeline_run)
+
+
+def _cmd_pipeline_run(args) -> int:
+  from tfx_pipeline import configs
+  from tfx_pipeline.input_check import InputDataError, check_impressions
+  from tfx_pipeline.schema import SCHEMA_PATH, write_schema
+  _check_backbone_weights(args)
+  spec = load_spec(args.spec)
+  try:
+    settings = _trainer_settings(args)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  if not args.skip_input_check:
+    try:
+      rows = check_impressions(args.data, spec)
+    except InputDataError as e:
+      raise UsageError(str(e)) from e
+    print(f"input check: {rows} impression rows OK", flush=True)
+  catalog = os.path.join(args.data, configs.CATALOG_PATH)
+  if args.variant != "none" and not os.path.exists(catalog):
+    raise UsageError(f"the visual variant {args.variant!r} needs the ad catalogue {catalog} "
+                     "(ad_id,category_id,image); use --variant none to train the DCN without images")
+  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.ERROR)
+  if not args.verbose:
+    import warnings
+    warnings.filterwarnings("ignore")
+  from tfx_pipeline import local_runner
+  from tfx_pipeline.summary import format_summary, run_summary
+  t0 = time.time()
+  schema_path = SCHEMA_PATH
+  if args.spec is not None:   # the spec's own schema, beside the run's artifacts
+    schema_path = write_schema(os.path.join(os.path.abspath(args.output), "schema", "schema.pbtxt"), spec,
+                               source=os.path.abspath(args.spec))
+  print(f"running TFX pipeline (LocalDagRunner) on {args.data} -> {args.output}", flush=True)
+  try:
+    local_runner.run(args.data, args.output, beam_pipeline_args=args.beam_arg, only_node=args.only_node,
+                     trainer=settings, spec=spec, schema_path=schema_path, auc_floor=args.auc_floor,
+                     auc_tolerance=args.auc_tolerance, on_bad_image=args.on_bad_image,
+                     table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k,
+                     enable_cache=args.cache, cold_by=args.cold_by, baseline_margin=args.baseline_margin)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1
+  if args.only_node:
+    print(f"component {args.only_node} finished in {time.time() - t0:.1f} s")
+    return 0
+  summary = run_summary(args.output)
+  summary["wall_time_s"] = round(time.time() - t0, 1)
+  print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+  if not args.json:
+    print(f"wall time: {summary['wall_time_s']} s")
+  return 0
+
+
+def _variant_settings(variant: str):
+  from models.visual import VisualConfig
+  from tfx_pipeline.settings import TrainerSettings
+  return TrainerSettings(visual=VisualConfig(variant=variant))
+
+
+def _add_compile(pipe) -> None:
+  from spec import choices
   cp = pipe.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2")
   cp.add_argument("--target", default="kubeflow", choices=["kubeflow"], help="orchestrator (Kubeflow Pipelines v2)")
   cp.add_argument("--image", required=True, help="container image built from the repo's Dockerfile")
@@ -238,16 +215,61 @@ def register(sub) -> None:
                        "fixed at compile time, data_root being a run-time parameter")
   cp.add_argument("--variant", default=choices.VISUAL_VARIANT,
                   choices=choices.VISUAL_VARIANTS, help="visual model (paper Table 8)")
-  cp.add_argument("--cold-by", **cold_by)
+  _add_cold_by(cp)
   cp.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                   help="Beam pipeline argument for the cluster, repeatable, e.g. --beam-arg=--runner=DataflowRunner")
   cp.set_defaults(func=_cmd_pipeline_compile)
+
+
+def _cmd_pipeline_compile(args) -> int:
+  from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
+  compile_pipeline(args.image, args.output, pipeline_root=args.pipeline_root, data_root=args.data_root,
+                   beam_pipeline_args=args.beam_arg, trainer=_variant_settings(args.variant),
+                   input_layout=args.input_layout, cold_by=args.cold_by)
+  print(f"wrote the Kubeflow Pipelines v2 job spec to {args.output} (image {args.image})")
+  return 0
+
+
+def _add_nodes(pipe) -> None:
+  from spec import choices
   nd = pipe.add_parser("nodes", help="the pipeline's components in order, with their upstream ones")
   nd.add_argument("--variant", default=choices.VISUAL_VARIANT,
                   choices=choices.VISUAL_VARIANTS, help="visual model (none has no visual components)")
   nd.add_argument("--json", action="store_true", help="print JSON")
   nd.set_defaults(func=_cmd_pipeline_nodes)
+
+
+def _cmd_pipeline_nodes(args) -> int:
+  from tfx_pipeline.local_runner import nodes
+  out = nodes(trainer=_variant_settings(args.variant))
+  if args.json:
+    print(json.dumps(out, indent=1))
+  else:
+    for n in out:
+      print(f"{n['id']:<40} after {', '.join(n['upstream']) or '-'}")
+  return 0
+
+
+def _add_summary(pipe) -> None:
   sm = pipe.add_parser("summary", help="print the outcome of the latest run in OUTPUT")
   sm.add_argument("--output", required=True, help="a `pipeline run --output` folder")
   sm.add_argument("--json", action="store_true", help="print JSON")
   sm.set_defaults(func=_cmd_pipeline_summary)
+
+
+def _cmd_pipeline_summary(args) -> int:
+  from tfx_pipeline.summary import format_summary, run_summary
+  try:
+    summary = run_summary(args.output)
+  except FileNotFoundError as e:
+    raise UsageError(str(e)) from e
+  print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+  return 0
+
+
+def register(sub) -> None:
+  pipe = sub.add_parser("pipeline", help="the TFX pipeline").add_subparsers(dest="pipeline_command", required=True)
+  _add_run(pipe)
+  _add_compile(pipe)
+  _add_nodes(pipe)
+  _add_summary(pipe)

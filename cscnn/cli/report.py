@@ -8,6 +8,13 @@ import sys
 from cscnn.cli.errors import UsageError
 
 
+def _add_report(sub) -> None:
+  rp = sub.add_parser("report", help="HTML report of the latest pipeline run in OUTPUT")
+  rp.add_argument("--output", required=True, help="a `pipeline run --output` folder")
+  rp.add_argument("--report-dir", default=None, help="where the report goes (None: OUTPUT/report)")
+  rp.set_defaults(func=_cmd_report)
+
+
 def _cmd_report(args) -> int:
   from cscnn.report import render_report
   try:
@@ -16,6 +23,14 @@ def _cmd_report(args) -> int:
     raise UsageError(str(e)) from e
   print(f"wrote {path}")
   return 0
+
+
+def _add_tensorboard(sub) -> None:
+  tb = sub.add_parser("tensorboard", help="TensorBoard over the training logs of OUTPUT")
+  tb.add_argument("--output", required=True, help="a `pipeline run --output` folder")
+  tb.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
+  tb.add_argument("--port", type=int, default=6006, help="TensorBoard's port")
+  tb.set_defaults(func=_cmd_tensorboard)
 
 
 def _cmd_tensorboard(args) -> int:
@@ -31,12 +46,5 @@ def _cmd_tensorboard(args) -> int:
 
 
 def register(sub) -> None:
-  rp = sub.add_parser("report", help="HTML report of the latest pipeline run in OUTPUT")
-  rp.add_argument("--output", required=True, help="a `pipeline run --output` folder")
-  rp.add_argument("--report-dir", default=None, help="where the report goes (None: OUTPUT/report)")
-  rp.set_defaults(func=_cmd_report)
-  tb = sub.add_parser("tensorboard", help="TensorBoard over the training logs of OUTPUT")
-  tb.add_argument("--output", required=True, help="a `pipeline run --output` folder")
-  tb.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
-  tb.add_argument("--port", type=int, default=6006, help="TensorBoard's port")
-  tb.set_defaults(func=_cmd_tensorboard)
+  _add_report(sub)
+  _add_tensorboard(sub)

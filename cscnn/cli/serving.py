@@ -10,6 +10,35 @@ import sys
 from cscnn.cli.errors import UsageError
 
 
+def _add_serve(sub) -> None:
+  # Port, host, poll interval and request limits are the serving package's defaults (ModelServer,
+  # ModelManager, RequestLimits; tests/test_cli.py compares them) written out: importing it here
+  # would load gRPC and the TF Serving protos for every --help. The batching ones are the command's.
+  sv = sub.add_parser("serve", help="serve pushed models with TF Serving's gRPC and REST protocol")
+  sv.add_argument("--model-base-path", help="e.g. OUT/serving/cscnn_ctr (holds numeric versions)")
+  sv.add_argument("--model-name", help="name clients ask for (with --model-base-path)")
+  sv.add_argument("--model-config-file", help="TF Serving models.config (several models, version labels)")
+  sv.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port, printed)")
+  sv.add_argument("--rest-port", type=int, default=None, help="REST port (TF Serving's JSON API); none by default")
+  sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
+  sv.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0,
+                  help="how often new versions under the base path are looked for")
+  sv.add_argument("--enable-batching", action="store_true",
+                  help="merge concurrent requests to a model version and signature into one run")
+  sv.add_argument("--max-batch-size", type=int, default=1024, help="rows of a merged batch, at most")
+  sv.add_argument("--batch-timeout-micros", type=int, default=1000,
+                  help="how long a batch waits for more requests")
+  sv.add_argument("--intra-op-threads", type=int, default=0,
+                  help="threads one op may use (TF Serving's --tensorflow_intra_op_parallelism; 0: TF's default, the cores)")
+  sv.add_argument("--inter-op-threads", type=int, default=0,
+                  help="ops run at once (TF Serving's --tensorflow_inter_op_parallelism; 0: TF's default)")
+  sv.add_argument("--max-request-rows", type=int, default=10_000,
+                  help="rows (candidates) a request may carry; more -> INVALID_ARGUMENT")
+  sv.add_argument("--max-request-bytes", type=int, default=64 << 20,
+                  help="bytes a request may have; more -> RESOURCE_EXHAUSTED (gRPC) / HTTP 413 (REST)")
+  sv.set_defaults(func=_cmd_serve)
+
+
 def _cmd_serve(args) -> int:
   import signal
   import threading
@@ -41,6 +70,20 @@ def _cmd_serve(args) -> int:
   return 0
 
 
+def _add_predict(sub) -> None:
+  from spec.names import SERVING_RAW
+  # --timeout: CtrClient's default written out, as in _add_serve (tests/test_cli.py compares it)
+  pr = sub.add_parser("predict", help="score candidates (CSV or JSON) over gRPC")
+  pr.add_argument("--server", required=True, help="HOST:PORT")
+  pr.add_argument("--model", required=True, help="the served model's name")
+  pr.add_argument("--input", required=True, help="CSV with a header of feature names, or JSON")
+  pr.add_argument("--signature", default=SERVING_RAW, help="SignatureDef to call")
+  pr.add_argument("--version", type=int, default=None, help="model version (None: the latest loaded)")
+  pr.add_argument("--timeout", type=float, default=10.0, help="gRPC deadline in seconds")
+  pr.add_argument("--json", action="store_true", help="print JSON")
+  pr.set_defaults(func=_cmd_predict)
+
+
 def _cmd_predict(args) -> int:
   from serving.client import CandidateError, CtrClient, read_candidates
   try:
@@ -67,40 +110,5 @@ def _cmd_predict(args) -> int:
 
 
 def register(sub) -> None:
-  # Port, host, poll interval, request limits and timeout are the serving package's defaults
-  # (ModelServer, ModelManager, RequestLimits, CtrClient; tests/test_cli.py compares them) written
-  # out: importing it here would load gRPC and the TF Serving protos for every --help.
-  from spec.names import SERVING_RAW
-  sv = sub.add_parser("serve", help="serve pushed models with TF Serving's gRPC and REST protocol")
-  sv.add_argument("--model-base-path", help="e.g. OUT/serving/cscnn_ctr (holds numeric versions)")
-  sv.add_argument("--model-name", help="name clients ask for (with --model-base-path)")
-  sv.add_argument("--model-config-file", help="TF Serving models.config (several models, version labels)")
-  sv.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port, printed)")
-  sv.add_argument("--rest-port", type=int, default=None, help="REST port (TF Serving's JSON API); none by default")
-  sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
-  sv.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0,
-                  help="how often new versions under the base path are looked for")
-  sv.add_argument("--enable-batching", action="store_true",
-                  help="merge concurrent requests to a model version and signature into one run")
-  sv.add_argument("--max-batch-size", type=int, default=1024, help="rows of a merged batch, at most")
-  sv.add_argument("--batch-timeout-micros", type=int, default=1000,
-                  help="how long a batch waits for more requests")
-  sv.add_argument("--intra-op-threads", type=int, default=0,
-                  help="threads one op may use (TF Serving's --tensorflow_intra_op_parallelism; 0: TF's default, the cores)")
-  sv.add_argument("--inter-op-threads", type=int, default=0,
-                  help="ops run at once (TF Serving's --tensorflow_inter_op_parallelism; 0: TF's default)")
-  sv.add_argument("--max-request-rows", type=int, default=10_000,
-                  help="rows (candidates) a request may carry; more -> INVALID_ARGUMENT")
-  sv.add_argument("--max-request-bytes", type=int, default=64 << 20,
-                  help="bytes a request may have; more -> RESOURCE_EXHAUSTED (gRPC) / HTTP 413 (REST)")
-  sv.set_defaults(func=_cmd_serve)
-
-  pr = sub.add_parser("predict", help="score candidates (CSV or JSON) over gRPC")
-  pr.add_argument("--server", required=True, help="HOST:PORT")
-  pr.add_argument("--model", required=True, help="the served model's name")
-  pr.add_argument("--input", required=True, help="CSV with a header of feature names, or JSON")
-  pr.add_argument("--signature", default=SERVING_RAW, help="SignatureDef to call")
-  pr.add_argument("--version", type=int, default=None, help="model version (None: the latest loaded)")
-  pr.add_argument("--timeout", type=float, default=10.0, help="gRPC deadline in seconds")
-  pr.add_argument("--json", action="store_true", help="print JSON")
-  pr.set_defaults(func=_cmd_predict)
+  _add_serve(sub)
+  _add_predict(sub)
