@@ -7,7 +7,7 @@
   cscnn schema [--write | --check]
 
 One module per command group (`GROUPS`, in the order ``cscnn --help`` lists them; a new group is
-a module and one entry there), each with a ``register(subparsers)`` that adds the group's
+a module cscnn/cli/<group>.py and its name there), each with a ``register(subparsers)`` that adds the group's
 parsers. A command's parser is built right beside its handler (``_add_<command>`` next to
 ``_cmd_<command>``, or ``register`` itself in a one-command module), with choices and defaults
 read from the library. A handler takes the parsed arguments and returns the exit code; for input
@@ -17,12 +17,13 @@ it cannot run on it raises `UsageError` (cli/errors.py), which `main` prints and
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from cscnn.cli import bench, data, experiment, models, pipeline, report, schema, serving
 from cscnn.cli.errors import UsageError
 
-GROUPS = (data, pipeline, models, bench, serving, experiment, report, schema)
+# The command groups, cscnn/cli/<group>.py each, in the order `cscnn --help` lists their commands.
+GROUPS = ("data", "pipeline", "models", "bench", "serving", "experiment", "report", "schema")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = _Parser(prog="cscnn", description="Visual-aware CTR prediction (CSCNN + DCN) on TFX.")
   sub = p.add_subparsers(dest="command", required=True)
   for group in GROUPS:
-    group.register(sub)
+    importlib.import_module(f"cscnn.cli.{group}").register(sub)
   for leaf in _leaves(p):
     leaf.set_defaults(_prog=leaf.prog)    # "cscnn pipeline run": the prefix of its UsageErrors
   return p

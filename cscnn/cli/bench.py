@@ -25,7 +25,8 @@ def _add_training(bench) -> None:
   training = defaults(bench_training)
   bt = bench.add_parser("training", help="training step time: attention kinds, backbones, de-duplication")
   bt.add_argument("--backbones", default=joined(training["backbones"]), help="comma-separated backbones to time")
-  bt.add_argument("--attention", default=joined(training["attentions"]), help="comma-separated attention kinds to time")
+  bt.add_argument("--attention", default=joined(training["attentions"]),
+                  help="comma-separated attention kinds to time")
   bt.add_argument("--per-ad", type=_positive_ints, default=joined(training["per_ad"]),
                   help="impressions per ad in a batch (G), comma-separated")
   bt.add_argument("--batch", type=int, default=training["batch"], help="impressions per batch")
@@ -70,7 +71,8 @@ def _add_serving(bench) -> None:
                   help="CSV of candidates (impressions; the label column is ignored)")
   bs.add_argument("--sizes", type=_positive_ints, default=joined(serving["sizes"]),
                   help="candidates per request, comma-separated")
-  bs.add_argument("--requests", type=int, default=serving["requests"], help="timed requests per size and path in each repeat")
+  bs.add_argument("--requests", type=int, default=serving["requests"],
+                  help="timed requests per size and path in each repeat")
   bs.add_argument("--repeats", type=int, default=serving["repeats"], help="repeats; latencies are medians over them")
   bs.add_argument("--concurrency", type=_positive_ints, default=joined(serving["concurrency"]),
                   help="client threads for the throughput figure, comma-separated")

@@ -50,7 +50,8 @@ def _add_movielens(data) -> None:
                   help="the MovieLens-1M posters folder (ratings.csv, movies.dat, users.dat, posters/)")
   ml.add_argument("--out", required=True, help="output folder, outside the repo (licence)")
   ml.add_argument("--users", type=int, default=movielens.users, help="random subset of users; 0 = all 6,040")
-  ml.add_argument("--negatives", type=int, default=movielens.negatives, help="K: sampled negatives per training positive")
+  ml.add_argument("--negatives", type=int, default=movielens.negatives,
+                  help="K: sampled negatives per training positive")
   ml.add_argument("--eval-negatives", type=int, default=movielens.eval_negatives,
                   help="M: sampled negatives per held-out test / validation positive")
   ml.add_argument("--seed", type=int, default=movielens.seed, help="user subset and negative sampling; the same seed gives the same bytes")
