@@ -25,11 +25,11 @@ import time
 import tensorflow as tf
 from tfx import v1 as tfx
 
+from spec.choices import ON_BAD_IMAGE   # in spec/ so that the CLI offers it without importing TFX
 from tfx_pipeline.catalog import (AD_COLUMN, CATALOG_SPLIT, CATEGORY_COLUMN, IMAGE_FEATURE, IMAGE_OK_FEATURE,
                                   CatalogError)
 
 REQUIRED_COLUMNS = (AD_COLUMN, CATEGORY_COLUMN, IMAGE_FEATURE)
-ON_BAD_IMAGE = ("error", "blank")
 PAD_COLOUR = (128, 128, 128)     # the border of a non-square image, and the blank fallback image
 
 

@@ -18,6 +18,12 @@ import numpy as np
 from models.attention import AttentionConfig, ConvAttention
 from models.backbones import BackboneConfig, attention_layers, build_visual_tower
 
+# The paper's setting of Table 2 and 3.3.4 (`cscnn models summary` counts it by default):
+# ResNet-18 at 224x224, |K| = 3310 categories.
+PAPER_BACKBONE = "resnet18"
+PAPER_IMAGE_SIZE = 224
+PAPER_CATEGORIES = 3310
+
 
 def _size(w) -> int:
   return int(np.prod(w.shape))

@@ -16,6 +16,10 @@ PLACEMENTS = ("per-conv", "per-block")   # where attention sits in a ResNet-18 (
 
 BASELINES = ("popularity", "category_affinity", "item_knn", "blend")   # models/baselines.py
 
+# A missing or undecodable catalogue image (components/ad_catalog.py): stop naming it (the
+# default), or use a grey image flagged image_ok=0.
+ON_BAD_IMAGE = ("error", "blank")
+
 # ExampleGen input layouts (relative to the data root; `input_check.input_splits` decides):
 # - "flat": <data>/impressions/*.csv, hash-split 4:1 into train / eval by ExampleGen;
 # - "pre-split": <data>/impressions/train/*.csv and <data>/impressions/eval/*.csv are the

@@ -36,3 +36,20 @@ def test_help_shows_the_defaults():
   assert f"(default: {choices.BACKBONE})" in text
   # help texts that name their own fallback are not given a second default
   assert "(None: 20) (default" not in text.replace("\n", " ")
+
+
+def test_serve_and_predict_defaults_are_the_serving_packages():
+  """The serving flags' defaults are written out in cscnn/cli/serving.py (importing the serving
+  package for every --help would load gRPC): they stay the library's."""
+  import inspect  # pylint: disable=import-outside-toplevel
+  from serving.client import CtrClient  # pylint: disable=import-outside-toplevel
+  from serving.model_manager import ModelManager  # pylint: disable=import-outside-toplevel
+  from serving.server import ModelServer, RequestLimits  # pylint: disable=import-outside-toplevel
+  commands = dict(_commands(build_parser()))
+  serve = commands[("cscnn", "serve")].parse_args([])
+  server = inspect.signature(ModelServer).parameters
+  assert (serve.port, serve.rest_port, serve.host) == tuple(server[k].default for k in ("port", "rest_port", "host"))
+  assert serve.file_system_poll_wait_seconds == inspect.signature(ModelManager).parameters["poll_interval"].default
+  assert (serve.max_request_rows, serve.max_request_bytes) == (RequestLimits().max_rows, RequestLimits().max_bytes)
+  predict = commands[("cscnn", "predict")].parse_args(["--server", "h:1", "--model", "m", "--input", "x.csv"])
+  assert predict.timeout == inspect.signature(CtrClient).parameters["timeout"].default

@@ -1,0 +1,53 @@
+"""`cscnn experiment ablation`: grids of pipeline runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from cscnn.cli.common import defaults
+from cscnn.cli.errors import UsageError
+
+
+def _cmd_experiment_ablation(args) -> int:
+  from cscnn.experiment import run_ablation, table_paths
+  from spec import choices
+  run_args = ["--train-steps", str(args.train_steps), "--backbone", args.backbone, *args.run_arg]
+  if args.variants is not None and args.grid != "variants":
+    raise UsageError(f"--variants is for the variants grid; the {args.grid} grid has its own cells")
+  variants = args.variants.split(",") if args.variants else choices.VISUAL_VARIANTS
+  try:
+    run_ablation(args.data, args.output, grid=args.grid, variants=variants,
+                 seeds=args.seeds, run_args=run_args, log=lambda m: print(m, flush=True))
+  except (ValueError, RuntimeError) as e:
+    print(f"cscnn experiment ablation: {e}", file=sys.stderr)
+    return 1
+  paths = table_paths(args.output, args.grid)
+  with open(paths["markdown"]) as f:
+    print(f.read())
+  steps = f", gains between configurations {paths['steps_csv']}" if os.path.exists(paths["steps_csv"]) else ""
+  print(f"table: {paths['markdown']}, {paths['csv']}{steps}; plot: {paths['plot']}")
+  return 0
+
+
+def register(sub) -> None:
+  from cscnn.experiment import GRIDS, run_ablation
+  from spec import choices
+  from tfx_pipeline import configs
+  ablation = defaults(run_ablation)
+  ex = sub.add_parser("experiment", help="experiments").add_subparsers(dest="experiment_command", required=True)
+  ab = ex.add_parser("ablation", help="restartable grid of pipeline runs over configurations and seeds")
+  ab.add_argument("--data", required=True, help="input folder, as for `pipeline run --data`")
+  ab.add_argument("--output", required=True,
+                  help="experiment folder: run/ (the shared pipeline output), cells/, GRID.md/.csv/.png")
+  ab.add_argument("--grid", default=ablation["grid"], choices=["variants", *GRIDS],
+                  help="variants: --variants (paper Tables 4, 8); table5: attention kinds with and "
+                       "without the category prior; figure5: C', H' = W', L'")
+  ab.add_argument("--variants", default=None,
+                  help="comma-separated `pipeline run --variant` values, for the variants grid only "
+                       f"(None: {','.join(choices.VISUAL_VARIANTS)})")
+  ab.add_argument("--seeds", type=int, default=ablation["seeds"], help="trainer seeds 0 .. N-1 per configuration")
+  ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="the same budget for every cell")
+  ab.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES, help="CNN of every cell")
+  ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")
+  ab.set_defaults(func=_cmd_experiment_ablation)
