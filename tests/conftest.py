@@ -50,7 +50,8 @@ def cscnn(*args, check=True):
   proc = subprocess.run([sys.executable, "-m", "cscnn", *args], cwd=ROOT, capture_output=True,
                         text=True, timeout=900)
   if check and proc.returncode != 0:
-    raise AssertionError(f"cscnn {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    raise AssertionError(f"cscnn {' '.join(args)} exited {proc.returncode}:\n"
+                         f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
   return proc
 
 

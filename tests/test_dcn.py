@@ -55,8 +55,8 @@ def _numpy_forward(model, x, visual=None, history_match=()):
     h = _relu(h @ w + b)                                      # eq. 4
   cw = model.get_layer("cross_net").get_weights()
   z = x_nv
-  for l in range(3):
-    z = x_nv * (z @ cw[2 * l])[:, None] + cw[2 * l + 1] + z   # eq. 5
+  for li in range(3):
+    z = x_nv * (z @ cw[2 * li])[:, None] + cw[2 * li + 1] + z   # eq. 5
   o = np.concatenate([h, z], axis=1)
   w, b = model.get_layer("output_0").get_weights()
   o = _relu(o @ w + b)

@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import schema_utils
 
 from spec import features as F
-S = F.DEFAULT_SPEC
 from tfx_pipeline.preprocessing import id_space, preprocessing_fn
 from tfx_pipeline.schema import make_schema
+
+S = F.DEFAULT_SPEC
 
 
 def _row(label, user, ad, cat, query="q1 q2", title="t1", clicked="1 2"):

@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from conftest import ROOT
 from serving.batching import Batcher
-from serving.client import CtrClient, candidate_example, candidate_tensors, predict_request
+from serving.client import candidate_example, candidate_tensors, predict_request
 from serving.errors import Unavailable
 from serving.model_manager import BatchingConfig, ModelConfig, ModelManager
 from serving.server import ModelServer, RequestLimits
@@ -606,11 +606,13 @@ def test_garbage_and_oversized_inputs_get_tf_serving_codes_never_unknown(tmp_pat
         (json.dumps({"instances": "abc"}).encode(), 400),
         (json.dumps({"signature_name": "serving_raw",
                      "instances": [{**_typed(candidates[0]), "hour": {"x": 1}}]}).encode(), 400),
-        (json.dumps({"signature_name": "serving_raw", "instances": [_typed(c) for c in candidates[:51]]}).encode(), 400),
+        (json.dumps({"signature_name": "serving_raw",
+                     "instances": [_typed(c) for c in candidates[:51]]}).encode(), 400),
         (json.dumps({"instances": [b64(b"x" * (80 << 10))]}).encode(), 413)]:
       got, reply = post(body)
       assert got == status and reply.get("error"), (body[:80], got, reply)
-    got, reply = post(json.dumps({"instances": [b64(candidate_example(c).SerializeToString()) for c in candidates[:3]]}).encode())
+    got, reply = post(json.dumps(
+        {"instances": [b64(candidate_example(c).SerializeToString()) for c in candidates[:3]]}).encode())
     assert got == 200, reply
     assert grpc.StatusCode.UNKNOWN not in codes
     r = predict.Predict(_request(candidates[:5]), timeout=10)        # still serving
@@ -679,7 +681,8 @@ def test_server_path_gives_the_scores_of_tensorflows_own_codec(tmp_path, pushed,
       wire = request.SerializeToString()
       ours = PredictionService(manager).Predict(predict_pb2.PredictRequest.FromString(wire), None)
       ours = predict_pb2.PredictResponse.FromString(ours.SerializeToString())
-      inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in predict_pb2.PredictRequest.FromString(wire).inputs.items()}
+      parsed = predict_pb2.PredictRequest.FromString(wire)
+      inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in parsed.inputs.items()}
       theirs = {k: tf.make_tensor_proto(v.numpy()) for k, v in loaded.signatures[signature](**inputs).items()}
       assert set(ours.outputs) == set(theirs) == {"ctr", "visual_fallback"}
       for k, proto in theirs.items():
