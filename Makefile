@@ -1,10 +1,11 @@
 # The project's commands. Everything runs inside the environment made by `make setup`
 # (a venv, or a Debian 13 chroot on Debian 12 hosts; see README.md).
+#   make lint       ruff check . (configuration in pyproject.toml; tests/test_lint.py runs it too)
 SHELL := /bin/bash
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup airflow test demo lock clean-env
+.PHONY: setup airflow test lint demo lock clean-env
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +16,9 @@ airflow: setup
 
 test: setup airflow
 	bin/env python -m pytest -q tests $(PYTEST_ARGS)
+
+lint: setup
+	bin/env ruff check .
 
 demo: setup
 	bin/cscnn data sample --out $(DEMO_DIR)/data --seed 1
