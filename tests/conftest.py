@@ -55,6 +55,16 @@ def cscnn(*args, check=True):
   return proc
 
 
+def pytest_collection_modifyitems(config, items):
+  """`run_dir` runs the whole pipeline (minutes): a test that uses it must be marked slow, or
+  `make test-fast` (-m "not slow") would run the pipeline too."""
+  unmarked = [item.nodeid for item in items
+              if "run_dir" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+  if unmarked:
+    raise pytest.UsageError("tests that use the run_dir fixture (a pipeline run) must be marked slow: "
+                            + ", ".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
   base = tmp_path_factory.mktemp("e2e")

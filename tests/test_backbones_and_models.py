@@ -207,6 +207,7 @@ def test_cost_matches_paper_formula_at_production_settings():
   assert abs(plain["flops"] - 1.82e9) / 1.82e9 < 0.01                   # Table 2: 1.82 GFLOPs
 
 
+@pytest.mark.slow  # trains twice: mixed_float16 ~24 s, mirrored ~10 s
 @pytest.mark.parametrize("setting", ["mixed_float16", "mirrored"])
 def test_trains_under_mixed_precision_and_a_distribution_strategy(setting):
   from tfx_pipeline.trainer import _strategy

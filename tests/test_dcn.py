@@ -144,6 +144,7 @@ def test_config_validation():
   assert DCNConfig.from_dict({"deep_units": [8, 4]}).deep_units == (8, 4)
 
 
+@pytest.mark.slow  # trains two models: ~13 s
 def test_target_attention_learns_candidate_in_history_where_the_dcn_does_not():
   """The diagnosis of scripts/diagnose_history_match.py, small: label = the candidate's category
   is among the user's past categories. With target attention the model learns the rule; the

@@ -344,6 +344,7 @@ def _top1(model, images):
   return np.asarray(model(images, training=False)).argmax(axis=1)
 
 
+@pytest.mark.slow  # ImageNet classifier on real posters: ~17 s
 @needs_weights
 @pytest.mark.skipif(not os.path.isdir(POSTERS), reason=f"{POSTERS} is absent (the shared MovieLens posters)")
 def test_imagenet_classifier_sees_movie_posters_as_posters():
