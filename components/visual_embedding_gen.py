@@ -54,7 +54,9 @@ class _EmbedFn(beam.DoFn):
   def setup(self):
     import keras  # pylint: disable=import-outside-toplevel
     import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
-    import models.attention, models.layers, models.visual  # noqa: F401  (registers layers)
+    import models.attention  # noqa: F401  (registers layers)
+    import models.layers  # noqa: F401
+    import models.visual  # noqa: F401
     from tfx_pipeline.trainer import END_TO_END_MODEL  # pylint: disable=import-outside-toplevel
     model = keras.models.load_model(os.path.join(self.model_dir, END_TO_END_MODEL))
     self.cnn = model.get_layer("visual").tower
@@ -124,7 +126,9 @@ def VisualEmbeddingGen(
   """Embeds the catalogue, applies frequency control, builds the CNN-free serving model."""
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
-  import models.attention, models.layers, models.visual  # noqa: F401
+  import models.attention  # noqa: F401  (registers layers)
+  import models.layers  # noqa: F401
+  import models.visual  # noqa: F401
   from tfx_pipeline.catalog import catalog_files  # pylint: disable=import-outside-toplevel
   from models.dcn import DCNConfig  # pylint: disable=import-outside-toplevel
   from tfx_pipeline.export import export_serving_model  # pylint: disable=import-outside-toplevel
@@ -139,7 +143,8 @@ def VisualEmbeddingGen(
   work = os.path.join(visual_table.uri, "work")
   split_files = lambda split: os.path.join(examples.uri, f"Split-{split}", "*")  # noqa: E731
   with beam_pipeline as p:
-    _ = (p | "ReadCatalog" >> beam.io.ReadFromTFRecord(os.path.join(os.path.dirname(catalog_files(catalog.uri)[0]), "*.gz"))
+    catalog_glob = os.path.join(os.path.dirname(catalog_files(catalog.uri)[0]), "*.gz")
+    _ = (p | "ReadCatalog" >> beam.io.ReadFromTFRecord(catalog_glob)
          | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=batch_size)
          | "Embed" >> beam.ParDo(_EmbedFn(model_dir, transform_graph.uri, spec.to_json()))
          | "WriteRows" >> beam.io.WriteToTFRecord(os.path.join(work, "rows"), file_name_suffix=".gz"))

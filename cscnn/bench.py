@@ -77,7 +77,7 @@ def machine() -> Dict[str, object]:
   cpu = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:
-      cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
   except OSError:
     pass
   return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__}
@@ -482,7 +482,8 @@ def format_serving(out: Dict[str, object], sizes=(1, 100, 1000)) -> str:
                    f"{out[f'ratio_p50_{n}']:>9.2f} {out[f'ratio_p99_{n}']:>9.2f} {gmacs:>7.1f}")
   for k, v in out.items():
     if k.startswith("items_per_s_c"):
-      lines.append(f"throughput at concurrency {k[len('items_per_s_c'):]}: {v:,.0f} items/s (100 candidates per request)")
+      lines.append(f"throughput at concurrency {k[len('items_per_s_c'):]}: {v:,.0f} items/s "
+                   "(100 candidates per request)")
   if "profile" in out:
     lines.append(format_profile(out["profile"]))
   return "\n".join(lines)

@@ -240,21 +240,21 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
   extra = baseline_results(results)
   results = list(results) + extra
   labels = list(labels) + sorted({r["label"] for r in extra})
-  by = {l: [r for r in results if r["label"] == l] for l in labels}
+  by = {label: [r for r in results if r["label"] == label] for label in labels}
   md = ["| configuration | seeds | " + " | ".join(f"{name} (mean ± std)" for _, name in METRICS)
         + " | per seed AUC |", "|---|---|" + "---|" * len(METRICS) + "---|"]
   rows = []
-  for l in labels:
-    cells = sorted(by[l], key=lambda r: r["seed"])
+  for label in labels:
+    cells = sorted(by[label], key=lambda r: r["seed"])
     stats = {k: _mean_std([r[k] for r in cells]) for k, _ in METRICS}
-    md.append(f"| {l} | {len(cells)} | " + " | ".join(_format_mean_std(*stats[k]) for k, _ in METRICS)
+    md.append(f"| {label} | {len(cells)} | " + " | ".join(_format_mean_std(*stats[k]) for k, _ in METRICS)
               + " | " + ", ".join(f"{r['auc']:.4f}" for r in cells) + " |")
-    rows.append({"configuration": l, "seeds": len(cells),
+    rows.append({"configuration": label, "seeds": len(cells),
                  **{f"{k}_mean": stats[k][0] for k, _ in METRICS},
                  **{f"{k}_std": stats[k][1] for k, _ in METRICS},
                  "auc_per_seed": " ".join(f"{r['auc']:.4f}" for r in cells)})
   paths = table_paths(output, grid)
-  gains = step_rows(results, steps_for(grid, [l for l in labels if not l.startswith("baseline: ")]))
+  gains = step_rows(results, steps_for(grid, [label for label in labels if not label.startswith("baseline: ")]))
   if gains:
     md += ["", "Gains paired by seed (B - A, mean ± std over the seeds both have); the last column: "
            "is the gain in mean AUC larger than the seed std of A and of B?", "",
@@ -278,8 +278,8 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
   fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6))
   for ax, (k, name) in zip(axes, METRICS):
     x = range(len(labels))
-    for i, l in enumerate(labels):
-      vals = [r[k] for r in by[l] if r[k] is not None]
+    for i, label in enumerate(labels):
+      vals = [r[k] for r in by[label] if r[k] is not None]
       if vals:
         ax.bar(i, statistics.fmean(vals), color="#9bbbe0")
         ax.scatter([i] * len(vals), vals, color="#1f4e8c", s=12, zorder=3)

@@ -12,7 +12,7 @@ import base64
 import glob
 import html
 import os
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 
@@ -121,10 +121,12 @@ def render_report(output_dir: str, report_dir: str = None) -> str:
       f"<tr><td>{html.escape(_label(k))}</td><td>{int(metrics[k].get('example_count', 0))}</td>"
       f"<td>{metrics[k]['auc']:.4f}</td><td>{base.get(k, {}).get('auc', float('nan')):.4f}</td>"
       f"<td>{metrics[k].get('per_user_auc', float('nan')):.4f}</td>"
-      f"<td>{metrics[k].get('mean_prediction', float('nan')):.4f}</td><td>{metrics[k].get('mean_label', float('nan')):.4f}</td></tr>"
+      f"<td>{metrics[k].get('mean_prediction', float('nan')):.4f}</td>"
+      f"<td>{metrics[k].get('mean_label', float('nan')):.4f}</td></tr>"
       for k in slices)
   verdict = ("<p class=ok>Blessed: the candidate passed the AUC floor and did not lose to the latest "
-             "blessed model" + (" or to the heuristic baselines" if (s.get("baseline_gate") or {}).get("enabled") else "")
+             "blessed model"
+             + (" or to the heuristic baselines" if (s.get("baseline_gate") or {}).get("enabled") else "")
              + (f"; pushed to <code>{html.escape(s.get('pushed_to', ''))}</code>" if s.get("pushed") else "")
              + ".</p>") if blessed else (
       "<p class=bad>Not blessed, so not pushed. Failed checks:</p><ul>"
@@ -148,6 +150,11 @@ def render_report(output_dir: str, report_dir: str = None) -> str:
   table_html = (f"<p>Visual table: {table['rows']} ads x {table['dim']}, coverage of the evaluation "
                 f"impressions {table['eval_coverage']:.1%}, serving model {table['serving_model_bytes']:,} bytes.</p>"
                 if table else "")
+  slice_head = ("<tr><th>slice</th><th>rows</th><th>AUC</th><th>baseline AUC</th><th>per-user AUC</th>"
+                "<th>mean prediction</th><th>observed CTR</th></tr>")
+  attention_html = (_img_tag(attention[-1], "attention maps") + "<p>Rows: a fixed panel of ads from several "
+                    "categories; columns: image, attention map of the last attention module, overlay.</p>"
+                    ) if attention else "<p>No attention maps (a variant without spatial attention).</p>"
   page = f"""<!doctype html><html><head><meta charset="utf-8"><title>CSCNN pipeline report</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}
 td:first-child{{text-align:left}}.ok{{color:#17692b;font-weight:bold}}.bad{{color:#a11;font-weight:bold}}
@@ -155,10 +162,10 @@ img{{max-width:100%;margin:8px 0}}</style></head><body>
 <h1>CSCNN pipeline report</h1><p>Run output: <code>{html.escape(s['output'])}</code></p>
 {verdict}{table_html}{baselines_html}
 <h2>AUC per slice</h2>
-<table><tr><th>slice</th><th>rows</th><th>AUC</th><th>baseline AUC</th><th>per-user AUC</th><th>mean prediction</th><th>observed CTR</th></tr>{rows}</table>
+<table>{slice_head}{rows}</table>
 {''.join(_img_tag(p, os.path.basename(p)) for p in pngs)}
 <h2>Spatial attention maps</h2>
-{(_img_tag(attention[-1], "attention maps") + "<p>Rows: a fixed panel of ads from several categories; columns: image, attention map of the last attention module, overlay.</p>") if attention else "<p>No attention maps (a variant without spatial attention).</p>"}
+{attention_html}
 </body></html>"""
   path = os.path.join(report_dir, "index.html")
   with open(path, "w") as f:

@@ -25,7 +25,7 @@ module 7*7*3 + H'*W'*|K|.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import keras
 import numpy as np

@@ -228,8 +228,8 @@ def build_visual_tower(cfg: BackboneConfig = BackboneConfig(),
 def backbone_layers(model: keras.Model) -> List[keras.layers.Layer]:
   """The layers of ``model`` that hold backbone weights: every layer with variables but the
   attention modules and the projection to x_v."""
-  return [l for l in model.layers
-          if l.weights and not isinstance(l, ConvAttention) and l.name != PROJECTION]
+  return [layer for layer in model.layers
+          if layer.weights and not isinstance(layer, ConvAttention) and layer.name != PROJECTION]
 
 
 def _snake_case(name: str) -> str:
@@ -306,7 +306,7 @@ def load_backbone_weights(model: keras.Model, path: str) -> List[str]:
 
 
 def attention_layers(tower: keras.Model) -> List[ConvAttention]:
-  return [l for l in tower.layers if isinstance(l, ConvAttention)]
+  return [layer for layer in tower.layers if isinstance(layer, ConvAttention)]
 
 
 def attention_maps_model(tower: keras.Model) -> keras.Model:
@@ -314,4 +314,4 @@ def attention_maps_model(tower: keras.Model) -> keras.Model:
   layers = attention_layers(tower)
   if not layers:
     raise ValueError(f"{tower.name} has no attention modules")
-  return keras.Model(tower.inputs, {l.name: l.output[1] for l in layers}, name=f"{tower.name}_maps")
+  return keras.Model(tower.inputs, {layer.name: layer.output[1] for layer in layers}, name=f"{tower.name}_maps")

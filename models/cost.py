@@ -71,7 +71,7 @@ def paper_formula(channels: int, num_categories: int, channel_prior: int, spatia
 
 def cost_report(backbone: BackboneConfig, attention: AttentionConfig, num_categories: int) -> Dict:
   tower = build_visual_tower(backbone, attention, num_categories)
-  modules: List[Dict[str, int]] = [module_params(l) for l in attention_layers(tower)]
+  modules: List[Dict[str, int]] = [module_params(layer) for layer in attention_layers(tower)]
   return {
       "backbone": backbone.name, "attention": attention.kind, "placement": backbone.placement,
       "image_size": backbone.image_size, "categories": num_categories,

@@ -98,7 +98,7 @@ def assign_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray]) 
   for those). Raises ``ValueError`` on any mismatch (a layer may then be partly assigned)."""
   tensors = _Tensors(state_dict)
   modules = E.torch_modules()
-  layers = {l.name: l for l in model.layers if l.weights}
+  layers = {layer.name: layer for layer in model.layers if layer.weights}
   if set(layers) != set(modules):
     raise ValueError(f"Keras layers and state-dict modules differ: only in Keras "
                      f"{sorted(set(layers) - set(modules))}, only in the mapping {sorted(set(modules) - set(layers))}")

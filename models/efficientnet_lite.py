@@ -113,7 +113,7 @@ def _bn(name):
   return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
-def build_features(x, layer=lambda l: l, attend=lambda x, name: x):
+def build_features(x, layer=lambda lyr: lyr, attend=lambda x, name: x):
   """EfficientNet-Lite0 from normalised pixels ``x`` to the pooled 1280 features.
 
   ``layer(l)`` is called on every layer with weights before use (the tower builder records them

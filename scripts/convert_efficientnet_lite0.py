@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     uses = write_imagenet_weights(state_dict, partial)
     os.replace(partial, out)
   t3 = time.perf_counter()
-  params = sum(v.size for k, v in state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+  params = sum(v.size for k, v in state_dict.items()
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
   print(f"{efficientnet_lite.NAME}: {len(state_dict)} tensors ({sum(uses.values())} converted, "
         f"{params:,} parameters) from {os.path.basename(pth)} -> {out}; read {t2 - t1:.2f} s, "
         f"convert + write {t3 - t2:.2f} s" + (f", download {t1 - t0:.2f} s" if args.download else ""))

@@ -125,9 +125,9 @@ def main(argv=None) -> int:
   tables = B.fit_baselines(*ids(tr), tr.label.values, len(users), len(cats_ix))
   c_ev = B.counts_numpy(tables, *ids(ev))
   top = tables.ad_positives.max()
+  scores = {k: np.asarray(B.score(k, c_ev, tables.blend_weights, top)) for k in B.KINDS}
   print("baselines, eval per-user AUC: " + ", ".join(
-      f"{k} {per_user_auc(ev.user_id.values, ev.label.values, np.asarray(B.score(k, c_ev, tables.blend_weights, top))):.4f}"
-      for k in B.KINDS), flush=True)
+      f"{k} {per_user_auc(ev.user_id.values, ev.label.values, scores[k]):.4f}" for k in B.KINDS), flush=True)
   if args.statistics:
     for x, df, loo in ((xtr, tr, True), (xev, ev, False)):
       c = B.counts_numpy(tables, *ids(df), labels=df.label.values if loo else None)
@@ -172,7 +172,8 @@ def main(argv=None) -> int:
     model.fit(xtr, tr.label.values, batch_size=256, epochs=1, verbose=0, shuffle=True)
     p_tr = model.predict({k: v[probe] for k, v in xtr.items()}, batch_size=4096, verbose=0)[:, 0]
     p_ev = model.predict(xev, batch_size=4096, verbose=0)[:, 0]
-    print(f"epoch {epoch}: train per-user AUC {per_user_auc(tr.user_id.values[probe], tr.label.values[probe], p_tr):.4f}"
+    auc_tr = per_user_auc(tr.user_id.values[probe], tr.label.values[probe], p_tr)
+    print(f"epoch {epoch}: train per-user AUC {auc_tr:.4f}"
           f"   eval per-user AUC {per_user_auc(ev.user_id.values, ev.label.values, p_ev):.4f}"
           f"   ({time.time() - t0:.0f} s)", flush=True)
   return 0

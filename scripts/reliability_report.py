@@ -107,7 +107,8 @@ def pipeline_killed(work: str) -> Dict:
       "rerun_exit": again.returncode, "rerun_s": round(rerun_s, 1),
       "rerun_cached": sorted(c for c, st in states.items() if st == "CACHED"),
       "rerun_ran": sorted(c for c, st in states.items() if st == "COMPLETE"),
-      "rerun_blessed": s.get("blessed"), "pushed_versions": sorted(os.listdir(serving)) if os.path.isdir(serving) else [],
+      "rerun_blessed": s.get("blessed"),
+      "pushed_versions": sorted(os.listdir(serving)) if os.path.isdir(serving) else [],
       "data": data, "out": out,
   }
 
@@ -135,7 +136,8 @@ def full_disk(work: str, data: str, out: str, free_mb: int = 2) -> Dict:
     log(f"part 2: pipeline run on a {size_mb} MB tmpfs with {free_before / (1 << 20):.1f} MB free")
     args = [a if a != "20" else "21" for a in RUN]              # a new Trainer budget: train again
     proc = cscnn("pipeline", "run", "--data", data, "--output", small_out, *args)
-    lines = [l for l in proc.stderr.splitlines() if "pipeline failed" in l] or proc.stderr.strip().splitlines()[-1:]
+    lines = ([line for line in proc.stderr.splitlines() if "pipeline failed" in line]
+             or proc.stderr.strip().splitlines()[-1:])
     error = lines[-1] if lines and proc.returncode else ""
     if len(error) > 200:                    # the error's start and its end (the cause, the file)
       error = error[:90] + " ... " + error[-110:]
@@ -286,7 +288,7 @@ def load_with_swaps(work: str, pushed: str, candidates_csv: str, minutes: float,
     server_log.close()
   with open(os.path.join(work, "server.log")) as f:
     server_lines = f.read().splitlines()
-  failed = [l for l in server_lines if f"failed to load {MODEL} version {corrupt}" in l]
+  failed = [line for line in server_lines if f"failed to load {MODEL} version {corrupt}" in line]
   lat = np.array(latencies) if latencies else np.array([float("nan")])
   return {
       "minutes": round(elapsed / 60, 2), "client_threads": threads, "swaps": swaps,
@@ -297,7 +299,7 @@ def load_with_swaps(work: str, pushed: str, candidates_csv: str, minutes: float,
       "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1),
       "corrupt_version": corrupt, "corrupt_skipped_and_logged": bool(failed) and corrupt not in seen,
       "served_while_corrupt": served_during_corrupt, "good_version_after_corrupt_served": good in seen,
-      "tracebacks_in_server_log": sum(l.startswith("Traceback") for l in server_lines),
+      "tracebacks_in_server_log": sum(line.startswith("Traceback") for line in server_lines),
   }
 
 
@@ -306,11 +308,14 @@ def format_report(r: Dict) -> str:
   k = r.get("killed")
   if k:
     lines += [
-        f"| pipeline SIGKILL | killed {k['killed_after_s']} s after start, Trainer running: {k['killed_while_trainer_ran']}; "
+        f"| pipeline SIGKILL | killed {k['killed_after_s']} s after start, "
+        f"Trainer running: {k['killed_while_trainer_ran']}; "
         f"summary of the killed run: finished {k['killed_run_finished']}, unfinished {k['killed_run_unfinished']}; "
         f"pushed before rerun: {len(k['pushed_after_kill'])} |",
-        f"| rerun with `--cache` | exit {k['rerun_exit']} in {k['rerun_s']} s; reused (CACHED): {', '.join(k['rerun_cached'])}; "
-        f"ran: {', '.join(k['rerun_ran'])}; blessed {k['rerun_blessed']}; versions pushed: {len(k['pushed_versions'])} |"]
+        f"| rerun with `--cache` | exit {k['rerun_exit']} in {k['rerun_s']} s; "
+        f"reused (CACHED): {', '.join(k['rerun_cached'])}; "
+        f"ran: {', '.join(k['rerun_ran'])}; blessed {k['rerun_blessed']}; "
+        f"versions pushed: {len(k['pushed_versions'])} |"]
   d = r.get("full_disk")
   if d:
     if "skipped" in d:
@@ -319,20 +324,22 @@ def format_report(r: Dict) -> str:
       lines.append(f"| full disk ({d['tmpfs_mb']} MB tmpfs, {d['free_mb_before']} MB free) | exit {d['exit']}, "
                    f"'No space left on device' in the error: {d['no_space_error']}: `{d['error']}`; "
                    f"serving folder unchanged: {d['serving_unchanged']} ({len(d['serving_versions'])} version) |")
-  l = r.get("load")
-  if l:
-    errors = ", ".join(f"{c} {n}" for c, n in sorted(l["errors_by_code"].items())) or "none"
+  load = r.get("load")
+  if load:
+    errors = ", ".join(f"{c} {n}" for c, n in sorted(load["errors_by_code"].items())) or "none"
     lines += [
-        f"| sustained load | {l['minutes']} min, {l['client_threads']} client threads, batching on, {l['swaps']} swaps "
-        f"(versions served {l['versions_served'][0]}..{l['versions_served'][-1]}) |",
-        f"| requests | {l['requests']} ({l['ok']} ok); errors by code: {errors}; wrong scores {l['wrong_scores']}; "
-        f"version went back {l['went_back']}; hung {l['hung_clients']}; tracebacks in the server log "
-        f"{l['tracebacks_in_server_log']} |",
-        f"| latency (10 candidates) | p50 {l['p50_ms']} ms, p99 {l['p99_ms']} ms |",
-        f"| server RSS | {l['rss_start_mb']} MB at start, {l['rss_end_mb']} MB at end |",
-        f"| corrupt version {l['corrupt_version']} (truncated variables) | skipped and logged: "
-        f"{l['corrupt_skipped_and_logged']}; version {l['served_while_corrupt']} served meanwhile; "
-        f"the next good version served: {l['good_version_after_corrupt_served']} |"]
+        f"| sustained load | {load['minutes']} min, {load['client_threads']} client threads, batching on, "
+        f"{load['swaps']} swaps "
+        f"(versions served {load['versions_served'][0]}..{load['versions_served'][-1]}) |",
+        f"| requests | {load['requests']} ({load['ok']} ok); errors by code: {errors}; "
+        f"wrong scores {load['wrong_scores']}; "
+        f"version went back {load['went_back']}; hung {load['hung_clients']}; tracebacks in the server log "
+        f"{load['tracebacks_in_server_log']} |",
+        f"| latency (10 candidates) | p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms |",
+        f"| server RSS | {load['rss_start_mb']} MB at start, {load['rss_end_mb']} MB at end |",
+        f"| corrupt version {load['corrupt_version']} (truncated variables) | skipped and logged: "
+        f"{load['corrupt_skipped_and_logged']}; version {load['served_while_corrupt']} served meanwhile; "
+        f"the next good version served: {load['good_version_after_corrupt_served']} |"]
   return "\n".join(lines)
 
 

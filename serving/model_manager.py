@@ -92,7 +92,8 @@ class Servable:
           raise InvalidArgument(f"input {name!r}: expects {spec.dtype.name}, got {value.dtype}")
         value = value.astype(want)
       if spec.shape.rank is not None:
-        if value.ndim != spec.shape.rank or any(d is not None and d != v for d, v in zip(spec.shape.as_list(), value.shape)):
+        if value.ndim != spec.shape.rank or any(d is not None and d != v
+                                                for d, v in zip(spec.shape.as_list(), value.shape)):
           raise InvalidArgument(f"input {name!r}: expects shape {spec.shape.as_list()} (None = any), "
                                 f"got {list(value.shape)}")
       if value.ndim:

@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
                                      regression_pb2)
 
-from serving.errors import Internal, InvalidArgument, NotFound, ResourceExhausted, ServingError, Unimplemented
+from serving.errors import Internal, InvalidArgument, ResourceExhausted, ServingError, Unimplemented
 from serving.model_manager import ModelManager, Servable
 from serving.tensors import to_array, to_proto
 from spec.names import OUTPUT_KEY as CTR_OUTPUT

@@ -9,3 +9,6 @@ It imports no other package of the project (tests/test_import_layers.py walks th
 from spec.features import (CATEGORICAL, DEFAULT_SPEC, MULTI, NUMERIC, SEQUENCE, Feature, FeatureSpec,
                            SpecError, transformed_name)
 from spec.files import dump, load
+
+__all__ = ["CATEGORICAL", "DEFAULT_SPEC", "MULTI", "NUMERIC", "SEQUENCE", "Feature", "FeatureSpec", "SpecError",
+           "transformed_name", "dump", "load"]

@@ -50,8 +50,19 @@ def cscnn(*args, check=True):
   proc = subprocess.run([sys.executable, "-m", "cscnn", *args], cwd=ROOT, capture_output=True,
                         text=True, timeout=900)
   if check and proc.returncode != 0:
-    raise AssertionError(f"cscnn {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    raise AssertionError(f"cscnn {' '.join(args)} exited {proc.returncode}:\n"
+                         f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
   return proc
+
+
+def pytest_collection_modifyitems(config, items):
+  """`run_dir` runs the whole pipeline (minutes): a test that uses it must be marked slow, or
+  `make test-fast` (-m "not slow") would run the pipeline too."""
+  unmarked = [item.nodeid for item in items
+              if "run_dir" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+  if unmarked:
+    raise pytest.UsageError("tests that use the run_dir fixture (a pipeline run) must be marked slow: "
+                            + ", ".join(unmarked))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,9 @@ import pytest
 
 from conftest import ROOT, TINY, cscnn
 
+# Airflow (its own venv, `make airflow`); `airflow dags test` runs the pipeline; listing the nodes takes ~12 s
+pytestmark = pytest.mark.slow
+
 DAG_FOLDER = os.path.join(ROOT, "tfx_pipeline", "airflow")
 AIRFLOW_PYTHON = next((p for p in (os.environ.get("CSCNN_AIRFLOW_PYTHON"), "/opt/airflow/bin/python",
                                    os.path.join(ROOT, ".venv-airflow", "bin", "python")) if p and os.path.exists(p)),

@@ -10,7 +10,7 @@ import keras
 
 from models.attention import AttentionConfig, ConvAttention
 from models.backbones import BackboneConfig, attention_layers, attention_maps_model, build_visual_tower
-from models.cost import cost_report, count_params
+from models.cost import cost_report
 from models.ctr import build_model
 from models.dcn import DCNConfig
 from models.vbpr import bpr_loss, build_pairwise_model, build_vbpr
@@ -35,7 +35,7 @@ def test_attention_placement(cfg, n_modules, first):
   tower = build_visual_tower(cfg, AttentionConfig("cscnn", 4, 3), num_categories=5)
   layers = attention_layers(tower)
   assert len(layers) == n_modules and layers[0].name == first
-  producers = {l.input[0]._keras_history.operation.name for l in layers}
+  producers = {layer.input[0]._keras_history.operation.name for layer in layers}
   assert not producers & {"stem_conv", "stem_bn", "stem_relu", "conv1"}, producers   # never the first conv
   out = tower({"image": _images(2, cfg.image_size), "category": np.array([0, 4])})
   assert tuple(out.shape) == (2, 150)
@@ -142,7 +142,7 @@ def test_table8_variants(variant):
   x = {k: v for k, v in _ctr_inputs().items() if k in names}
   p = np.asarray(model(x))
   assert p.shape == (4, 1) and np.all((p > 0) & (p < 1))
-  kinds = {l.spec.kind for l in model.get_layer("visual").tower.layers if isinstance(l, ConvAttention)} \
+  kinds = {layer.spec.kind for layer in model.get_layer("visual").tower.layers if isinstance(layer, ConvAttention)} \
       if variant != "none" else set()
   assert kinds == ({"cbam"} if variant == "cbam" else {"cscnn"} if variant == "cscnn" else set())
   if variant != "none":
@@ -209,6 +209,7 @@ def test_cost_matches_paper_formula_at_production_settings():
   assert abs(plain["flops"] - 1.82e9) / 1.82e9 < 0.01                   # Table 2: 1.82 GFLOPs
 
 
+@pytest.mark.slow  # trains twice: mixed_float16 ~24 s, mirrored ~10 s
 @pytest.mark.parametrize("setting", ["mixed_float16", "mirrored"])
 def test_trains_under_mixed_precision_and_a_distribution_strategy(setting):
   from tfx_pipeline.trainer import _strategy

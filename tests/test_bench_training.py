@@ -23,6 +23,7 @@ def bench():
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the benchmark (the bench fixture): ~40 s
 def test_every_configuration_is_timed(bench):
   assert set(bench["results"]) == {
       "light/none/G5/dedup", "light/cbam/G5/dedup", "light/cscnn/G5/dedup",
@@ -35,6 +36,7 @@ def test_every_configuration_is_timed(bench):
     assert r["impressions_per_s"] == pytest.approx(10 / (r["step_ms"] / 1000), rel=0.02)
 
 
+@pytest.mark.slow
 def test_unique_images_follow_impressions_per_ad(bench):
   res = bench["results"]
   assert res["light/cscnn/G1/dedup"]["unique_images"] == 10      # 10 impressions, 10 ads
@@ -47,6 +49,7 @@ def _paired_median(res, num, den):
   return statistics.median(a / b for a, b in zip(res[num]["round_ms"], res[den]["round_ms"]))
 
 
+@pytest.mark.slow
 def test_ratios_are_medians_of_paired_rounds(bench):
   res = bench["results"]
   ratio = bench["light_cscnn_over_cbam_step_ratio"]
@@ -76,6 +79,7 @@ def test_goal_verdict():
   assert goal_verdict(1.02, 1.08) == "undecided"
 
 
+@pytest.mark.slow  # three CLI processes: ~14 s
 def test_bad_options_are_refused_before_any_model_is_built():
   unknown = cscnn("bench", "training", "--backbones", "light,resnet81", "--attention", "cbam,se",
                   "--quiet", check=False)

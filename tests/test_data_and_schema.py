@@ -3,7 +3,6 @@
 import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 
@@ -15,9 +14,10 @@ from conftest import quadrant_colours
 
 from cscnn.data.sample import COLOURS, SampleConfig, generate
 from spec import features as F
-S = F.DEFAULT_SPEC
 from tfx_pipeline.input_check import InputDataError, check_impressions
 from tfx_pipeline.schema import SCHEMA_PATH, schema_text
+
+S = F.DEFAULT_SPEC
 
 
 def _tree_digest(root):

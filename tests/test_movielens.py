@@ -19,8 +19,9 @@ from cscnn.data.movielens import (MOVIELENS_SPEC, MovieLensConfig, SourceError, 
 from spec.files import DATA_SPEC_FILE, load
 from tfx_pipeline import configs
 from spec import features as F
-S = F.DEFAULT_SPEC
 from tfx_pipeline.input_check import check_impressions, detect_layout
+
+S = F.DEFAULT_SPEC
 
 REAL_SOURCE = os.path.join(os.path.dirname(ROOT), "shared", "data", "movielens1m_posters")
 

@@ -41,6 +41,7 @@ def _mlmd_blessings(metadata_path):
           for a in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda a: a.id)]
 
 
+@pytest.mark.slow
 def test_first_run_is_blessed_and_pushed_as_numeric_version(run_dir):
   s = run_dir["first"]
   assert s["blessed"] is True and s["pushed"] is True, s
@@ -65,6 +66,7 @@ def _pushed(run_dir):
   return os.path.join(run_dir["serving"], version)
 
 
+@pytest.mark.slow
 def test_pushed_model_has_the_table_and_no_convolution(run_dir):
   from tensorflow.core.protobuf import saved_model_pb2
   sm = saved_model_pb2.SavedModel()
@@ -85,6 +87,7 @@ def _end_to_end_dir(out):
   return glob.glob(os.path.join(out, "pipeline", "VisualTrainer", "model", "*", "Format-Serving"))[0]
 
 
+@pytest.mark.slow
 def test_serving_model_matches_end_to_end_model(run_dir):
   """Paper 3.4: for ads in the table, the table-based serving model scores exactly what the
   end-to-end model (CNN on the image) scores."""
@@ -116,6 +119,7 @@ def test_serving_model_matches_end_to_end_model(run_dir):
   np.testing.assert_allclose(served["ctr"].numpy().ravel(), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_tensorboard_has_attention_map_images_and_throughput(run_dir):
   import tensorflow as tf
   run = glob.glob(os.path.join(run_dir["out"], "pipeline", "VisualTrainer", "model_run", "*"))[0]
@@ -130,6 +134,7 @@ def test_tensorboard_has_attention_map_images_and_throughput(run_dir):
   assert os.path.getsize(os.path.join(run, "attention_maps.png")) > 1000
 
 
+@pytest.mark.slow
 def test_saved_model_scores_in_a_fresh_process(run_dir):
   """Both signatures load and agree in a new process; unknown ids go to OOV, not an error."""
   version = os.listdir(run_dir["serving"])[0]
@@ -167,6 +172,7 @@ def test_saved_model_scores_in_a_fresh_process(run_dir):
   assert got["fallback"][0] == 1 and not any(got["fallback"][1:]), "unknown ad -> category mean, flagged"
 
 
+@pytest.mark.slow
 def test_crippled_trainer_is_not_blessed_and_serving_dir_unchanged(run_dir):
   before = _serving_state(run_dir["serving"])
   # This second run also counts cold ads by training positives instead of impressions.
@@ -184,6 +190,7 @@ def test_crippled_trainer_is_not_blessed_and_serving_dir_unchanged(run_dir):
   assert cold(s) > cold(run_dir["first"])
 
 
+@pytest.mark.slow
 def test_schema_anomalies_stop_the_pipeline_before_training(run_dir, tmp_path):
   bad = tmp_path / "bad"
   os.makedirs(bad / "impressions")
@@ -203,6 +210,7 @@ def test_schema_anomalies_stop_the_pipeline_before_training(run_dir, tmp_path):
   assert not os.path.exists(out / "serving")
 
 
+@pytest.mark.slow
 def test_missing_catalogue_is_reported_before_the_pipeline_starts(run_dir, tmp_path):
   os.makedirs(tmp_path / "impressions")
   with open(os.path.join(run_dir["data"], "impressions", "impressions.csv")) as f:
@@ -219,6 +227,7 @@ def test_bad_csv_is_rejected_with_file_line_and_field(tmp_path):
   assert "x.csv: missing column(s)" in proc.stderr and "'ad_id'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_report_renders_from_the_run(run_dir, tmp_path):
   proc = cscnn("report", "--output", run_dir["out"], "--report-dir", str(tmp_path))
   page = (tmp_path / "index.html").read_text()
@@ -236,6 +245,7 @@ def test_report_renders_from_the_run(run_dir, tmp_path):
   assert str(tmp_path) in proc.stdout
 
 
+@pytest.mark.slow
 def test_tensorboard_command_serves_the_training_logs(run_dir):
   import socket
   import urllib.request
@@ -259,6 +269,7 @@ def test_tensorboard_command_serves_the_training_logs(run_dir):
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_baselines_are_fitted_exported_and_evaluated_beside_the_model(run_dir):
   s = run_dir["first"]
   b = s["baselines"]
@@ -274,6 +285,7 @@ def test_baselines_are_fitted_exported_and_evaluated_beside_the_model(run_dir):
   assert {"serving_default", "serving_raw", "transform_features"} <= set(m.signatures)
 
 
+@pytest.mark.slow
 def test_a_model_below_the_best_baseline_is_not_blessed_nor_pushed(run_dir, tmp_path):
   """The gate on: a copy of the run's MLMD store, so the cache reuses ExampleGen ... BaselineGen;
   the DCN is trained again (45 steps: below the blend on this sample), floor and regression

@@ -14,8 +14,9 @@ from models.visual import VisualConfig
 from tfx_pipeline import configs
 from tfx_pipeline.settings import TrainerSettings
 from spec import features as F
-S = F.DEFAULT_SPEC
 from tfx_pipeline.input_check import InputDataError, check_impressions, detect_layout, input_splits
+
+S = F.DEFAULT_SPEC
 
 NO_IMAGES = TrainerSettings(visual=VisualConfig(variant="none"))
 

@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import schema_utils
 
 from spec import features as F
-S = F.DEFAULT_SPEC
 from tfx_pipeline.preprocessing import id_space, preprocessing_fn
 from tfx_pipeline.schema import make_schema
+
+S = F.DEFAULT_SPEC
 
 
 def _row(label, user, ad, cat, query="q1 q2", title="t1", clicked="1 2"):
@@ -101,6 +101,7 @@ def _analyse(train, test, custom_config, metadata=None):
   return out, tft.TFTransformOutput(tmp + "/tft")
 
 
+@pytest.mark.slow  # a tf.Transform analysis on Beam per case: ~14 s
 @pytest.mark.parametrize("cold_by, expected", [("impressions", [0, 0, 1]), ("positives", [0, 1, 1])])
 def test_cold_flag_counts_impressions_or_positives(cold_by, expected):
   out, _ = _analyse(TRAIN_P, TEST_P, {"cold_by": cold_by})
@@ -108,6 +109,7 @@ def test_cold_flag_counts_impressions_or_positives(cold_by, expected):
   assert [int(r[F.AD_TRAIN_IMPRESSIONS]) for r in out] == [N_A1, 8, 0]   # always every row
 
 
+@pytest.mark.slow  # tf.Transform on Beam: ~19 s
 def test_cold_by_positives_needs_no_label_at_serving_time():
   """The serving signatures run the Transform layer without the label: the positives count was
   fixed by the analysis, so the cold flag must still come out, and right."""
@@ -149,6 +151,7 @@ OTHER_TRAIN = [_other_row(1, b"c1", b"i1", 0.0, 1, b"i2 i3", b"5 9"),
                _other_row(0, b"c2", b"i1", float(np.e - 1), 40, b"i3 i1 i2 i9", b"1 2 3 4")]
 
 
+@pytest.mark.slow  # tf.Transform on Beam: ~11 s
 def test_a_spec_with_other_columns_numbers_and_a_sequence():
   from tfx_pipeline.preprocessing import id_spaces
   metadata = tft.DatasetMetadata(make_schema(OTHER_SPEC))

@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from conftest import ROOT
 from serving.batching import Batcher
-from serving.client import CtrClient, candidate_example, candidate_tensors, predict_request
+from serving.client import candidate_example, candidate_tensors, predict_request
 from serving.errors import Unavailable
 from serving.model_manager import BatchingConfig, ModelConfig, ModelManager
 from serving.server import ModelServer, RequestLimits
@@ -83,6 +83,7 @@ def _request(candidates, signature="serving_raw", name=MODEL, version=None):
   return predict_request(name, candidates, signature, version)
 
 
+@pytest.mark.slow
 def test_grpc_predict_status_and_metadata(server, candidates, expected):
   predict, models = _stub(server)
   resp = predict.Predict(_request(candidates[:100]), timeout=30)
@@ -101,6 +102,7 @@ def test_grpc_predict_status_and_metadata(server, candidates, expected):
   assert set(sigs.signature_def["serving_raw"].inputs) == {f.name for f in S.features}
 
 
+@pytest.mark.slow
 def test_grpc_on_tf_examples_predict_regress_classify(server, candidates, expected):
   predict, _ = _stub(server)
   req = predict_pb2.PredictRequest(model_spec={"name": MODEL})           # serving_default
@@ -134,6 +136,7 @@ def _typed(c):
   return {f.name: int(c[f.name]) if f.dtype is int else c[f.name] for f in S.features}
 
 
+@pytest.mark.slow
 def test_rest_row_and_columnar_formats(server, candidates, expected):
   status, body = _http(server, f"/v1/models/{MODEL}:predict",
                        {"signature_name": "serving_raw", "instances": [_typed(c) for c in candidates[:5]]})
@@ -150,6 +153,7 @@ def test_rest_row_and_columnar_formats(server, candidates, expected):
   assert status == 200 and "serving_raw" in body["metadata"]["signature_def"]["signatureDef"]
 
 
+@pytest.mark.slow
 def test_errors_have_tf_serving_codes_and_server_survives(server, candidates, expected):
   predict, models = _stub(server)
 
@@ -274,6 +278,7 @@ class _Log(logging.Handler):
     self.lines.append(record.getMessage())
 
 
+@pytest.mark.slow
 def test_swaps_under_load_with_batching_no_failure_no_mixup(tmp_path, versions, candidates):
   base = tmp_path / MODEL
   shutil.copytree(versions["dirs"][1], base / "1")
@@ -295,6 +300,7 @@ def test_swaps_under_load_with_batching_no_failure_no_mixup(tmp_path, versions, 
     srv.stop()
 
 
+@pytest.mark.slow
 def test_version_written_slowly_and_touched_never_goes_back(tmp_path, versions, candidates):
   """Version 2 arrives file by file in the order tf.saved_model.save writes (variables, then
   saved_model.pb, then fingerprint.pb), with two polls after every file, and its files are
@@ -342,6 +348,7 @@ def test_version_written_slowly_and_touched_never_goes_back(tmp_path, versions, 
     srv.stop()
 
 
+@pytest.mark.slow
 def test_request_that_took_a_version_finishes_on_it_after_the_swap(tmp_path, versions, candidates):
   base = tmp_path / MODEL
   shutil.copytree(versions["dirs"][1], base / "1")
@@ -368,6 +375,7 @@ def test_request_that_took_a_version_finishes_on_it_after_the_swap(tmp_path, ver
     manager.stop()
 
 
+@pytest.mark.slow
 def test_corrupt_version_is_skipped_and_serving_goes_on(tmp_path, versions, candidates):
   base = tmp_path / MODEL
   shutil.copytree(versions["dirs"][1], base / "1")
@@ -389,6 +397,7 @@ def test_corrupt_version_is_skipped_and_serving_goes_on(tmp_path, versions, cand
     srv.stop()
 
 
+@pytest.mark.slow
 def test_bounded_load_from_several_threads(server, candidates, expected):
   predict, _ = _stub(server)
   errors, counts = [], []
@@ -416,6 +425,7 @@ def test_bounded_load_from_several_threads(server, candidates, expected):
   assert sum(counts) == 2000
 
 
+@pytest.mark.slow
 def test_batching_merges_concurrent_requests(tmp_path, pushed, candidates, expected):
   srv, _ = _start(tmp_path, pushed, batching=BatchingConfig(True, max_batch_size=64, batch_timeout=0.005))
   try:
@@ -506,6 +516,7 @@ def test_batcher_stop_racing_submits_serves_or_refuses_never_hangs():
     assert len(outcomes) == 4 and set(outcomes) <= {"ok", "unavailable"}, (i, outcomes)
 
 
+@pytest.mark.slow
 def test_garbage_and_oversized_inputs_get_tf_serving_codes_never_unknown(tmp_path, versions, candidates):
   """Random bytes, malformed tensors and JSON, and requests over the row and byte limits, through
   gRPC and REST with batching on, mixed with good requests that must keep their scores."""
@@ -606,11 +617,13 @@ def test_garbage_and_oversized_inputs_get_tf_serving_codes_never_unknown(tmp_pat
         (json.dumps({"instances": "abc"}).encode(), 400),
         (json.dumps({"signature_name": "serving_raw",
                      "instances": [{**_typed(candidates[0]), "hour": {"x": 1}}]}).encode(), 400),
-        (json.dumps({"signature_name": "serving_raw", "instances": [_typed(c) for c in candidates[:51]]}).encode(), 400),
+        (json.dumps({"signature_name": "serving_raw",
+                     "instances": [_typed(c) for c in candidates[:51]]}).encode(), 400),
         (json.dumps({"instances": [b64(b"x" * (80 << 10))]}).encode(), 413)]:
       got, reply = post(body)
       assert got == status and reply.get("error"), (body[:80], got, reply)
-    got, reply = post(json.dumps({"instances": [b64(candidate_example(c).SerializeToString()) for c in candidates[:3]]}).encode())
+    got, reply = post(json.dumps(
+        {"instances": [b64(candidate_example(c).SerializeToString()) for c in candidates[:3]]}).encode())
     assert got == 200, reply
     assert grpc.StatusCode.UNKNOWN not in codes
     r = predict.Predict(_request(candidates[:5]), timeout=10)        # still serving
@@ -619,6 +632,7 @@ def test_garbage_and_oversized_inputs_get_tf_serving_codes_never_unknown(tmp_pat
     srv.stop()
 
 
+@pytest.mark.slow
 def test_predict_cli_csv_and_json(server, candidates, expected, tmp_path):
   path = tmp_path / "c.csv"
   with open(path, "w", newline="") as f:
@@ -641,6 +655,7 @@ def test_predict_cli_csv_and_json(server, candidates, expected, tmp_path):
   assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
 
 
+@pytest.mark.slow
 def test_profile_puts_every_op_of_the_serving_graph_in_its_stage(tmp_path, pushed, candidates):
   """`bench serving --profile` on the pushed model: every server stage is timed, and the TF
   profiler's op times land in the stages they belong to (tf.Example parsing only in
@@ -660,6 +675,7 @@ def test_profile_puts_every_op_of_the_serving_graph_in_its_stage(tmp_path, pushe
     assert raw[label] > 0 and default[label] > 0, label
 
 
+@pytest.mark.slow
 def test_server_path_gives_the_scores_of_tensorflows_own_codec(tmp_path, pushed, candidates):
   """The server's request path (`serving/tensors.py`: numpy views on the TensorProtos, outputs as
   content bytes) against the path it replaced, written out here with TensorFlow's own codec
@@ -679,7 +695,8 @@ def test_server_path_gives_the_scores_of_tensorflows_own_codec(tmp_path, pushed,
       wire = request.SerializeToString()
       ours = PredictionService(manager).Predict(predict_pb2.PredictRequest.FromString(wire), None)
       ours = predict_pb2.PredictResponse.FromString(ours.SerializeToString())
-      inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in predict_pb2.PredictRequest.FromString(wire).inputs.items()}
+      parsed = predict_pb2.PredictRequest.FromString(wire)
+      inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in parsed.inputs.items()}
       theirs = {k: tf.make_tensor_proto(v.numpy()) for k, v in loaded.signatures[signature](**inputs).items()}
       assert set(ours.outputs) == set(theirs) == {"ctr", "visual_fallback"}
       for k, proto in theirs.items():

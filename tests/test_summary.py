@@ -23,7 +23,8 @@ class _Runs:
     self.run_type = store.put_context_type(pb.ContextType(name="pipeline_run"))
     self.exec_types = {c: store.put_execution_type(pb.ExecutionType(name=f"tfx.components.{c.lower()}.component.{c}"))
                        for c in ("Trainer", "Evaluator", "Pusher")}
-    self.art_types = {a: store.put_artifact_type(pb.ArtifactType(name=a)) for a in ("Model", "ModelBlessing", "PushedModel")}
+    self.art_types = {a: store.put_artifact_type(pb.ArtifactType(name=a))
+                      for a in ("Model", "ModelBlessing", "PushedModel")}
 
   def run(self, name, steps):
     """steps: (component, state, [(artifact type, custom properties)])."""

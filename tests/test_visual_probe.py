@@ -26,6 +26,9 @@ from models.attention import AttentionConfig
 from models.backbones import BackboneConfig, build_visual_tower
 from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 
+# trains four probes on 600 images: ~20 s a test
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def probe_data(tmp_path_factory):

@@ -21,7 +21,6 @@ from tensorflow_model_analysis.proto import config_pb2 as tfma
 from spec.features import COLD_KEY, DEFAULT_SPEC, FeatureSpec
 from spec.names import OUTPUT_KEY, SERVING_DEFAULT, TRANSFORM_FEATURES
 from tfx_pipeline import configs
-from tfx_pipeline.metrics import PER_USER_AUC_NAME
 
 PER_USER_AUC_CLASS = "PerUserAUC"
 BASELINE_METRICS_FILE = "metrics.json"      # in BaselineGen's artifact: the baselines' metrics

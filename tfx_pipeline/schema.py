@@ -22,7 +22,7 @@ _TYPES = {int: schema_pb2.INT, float: schema_pb2.FLOAT, str: schema_pb2.BYTES}
 
 def make_schema(spec: FeatureSpec = DEFAULT_SPEC) -> schema_pb2.Schema:
   schema = schema_pb2.Schema()
-  domains = {**{f.name: f.domain for f in spec.features if f.domain}, **{l: (0, 1) for l in spec.labels}}
+  domains = {**{f.name: f.domain for f in spec.features if f.domain}, **{label: (0, 1) for label in spec.labels}}
   for name in spec.raw_columns:
     feat = schema.feature.add(name=name)
     feat.type = _TYPES[spec.raw_dtype(name)]

@@ -64,7 +64,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from spec.features import COLD_THRESHOLD, DEFAULT_SPEC
+from spec.features import DEFAULT_SPEC
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 QUADRANTS = ("top_left", "top_right", "bottom_left", "bottom_right")
