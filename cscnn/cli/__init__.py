@@ -1,6 +1,6 @@
 """The `cscnn` command line (run it through `bin/cscnn`, which enters the environment).
 
-  cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--overlays N] [--category-backgrounds] [--seed X]
+  cscnn data sample --out DIR [--impressions N] [--ads M] [--categories K] [--image-size S] [--seed X] ...
   cscnn data movielens --source DIR --out DIR [--users N] [--negatives K] [--eval-negatives M] [--seed S]
   cscnn pipeline run --data DIR --output OUT [--beam-arg ARG ...] [--train-steps N] ...
   cscnn pipeline summary --output OUT [--json]

@@ -54,7 +54,8 @@ def _add_movielens(data) -> None:
                   help="K: sampled negatives per training positive")
   ml.add_argument("--eval-negatives", type=int, default=movielens.eval_negatives,
                   help="M: sampled negatives per held-out test / validation positive")
-  ml.add_argument("--seed", type=int, default=movielens.seed, help="user subset and negative sampling; the same seed gives the same bytes")
+  ml.add_argument("--seed", type=int, default=movielens.seed,
+                  help="user subset and negative sampling; the same seed gives the same bytes")
   ml.set_defaults(func=_cmd_data_movielens)
 
 

@@ -28,7 +28,8 @@ def _cmd_models_summary(args) -> int:
   print(f"FLOPs (multiply-accumulates): {report['flops']:,} ({report['flops'] / 1e9:.4f} G)")
   print(f"attention modules: {report['attention_modules']}, their params: {report['attention_params']:,}")
   if report["modules"]:
-    print(f"  {'C':>5} {'channel':>10} {'spatial':>10}" + ("   paper 3.3.4 formula (channel, spatial)" if attention.category_prior else ""))
+    formula = "   paper 3.3.4 formula (channel, spatial)" if attention.category_prior else ""
+    print(f"  {'C':>5} {'channel':>10} {'spatial':>10}" + formula)
     for m in report["modules"]:
       line = f"  {m['channels']:>5} {m['channel']:>10,} {m['spatial']:>10,}"
       if attention.category_prior:

@@ -29,7 +29,8 @@ def _add_serve(sub) -> None:
   sv.add_argument("--batch-timeout-micros", type=int, default=1000,
                   help="how long a batch waits for more requests")
   sv.add_argument("--intra-op-threads", type=int, default=0,
-                  help="threads one op may use (TF Serving's --tensorflow_intra_op_parallelism; 0: TF's default, the cores)")
+                  help="threads one op may use (TF Serving's --tensorflow_intra_op_parallelism; "
+                       "0: TF's default, the cores)")
   sv.add_argument("--inter-op-threads", type=int, default=0,
                   help="ops run at once (TF Serving's --tensorflow_inter_op_parallelism; 0: TF's default)")
   sv.add_argument("--max-request-rows", type=int, default=10_000,
@@ -94,7 +95,7 @@ def _cmd_predict(args) -> int:
     raise UsageError(str(e)) from e
   except Exception as e:  # grpc.RpcError and friends  # pylint: disable=broad-except
     code = getattr(e, "code", lambda: None)()
-    details = getattr(e, "details", lambda: str(e))()
+    details = e.details() if callable(getattr(e, "details", None)) else str(e)
     print(f"cscnn predict: {code.name if code else type(e).__name__}: {details}", file=sys.stderr)
     return 1
   if args.json:
