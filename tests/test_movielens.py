@@ -255,7 +255,7 @@ def test_real_movielens_50_users(tmp_path):
   s = convert(REAL_SOURCE, str(tmp_path), MovieLensConfig(users=50), log=_quiet)
   assert (s["users"], s["movies"], s["missing_posters"]) == (50, 3706, 7)
   assert s["positives"]["eval"] == s["positives"]["validation"] == 50   # every ML-1M user has >= 20 ratings
-  assert s["rows"]["eval"] == 50 * 21 and s["negatives"]["train"] == s["positives"]["train"]
+  assert s["rows"]["eval"] == 50 * 21 and s["negatives"]["train"] == 4 * s["positives"]["train"]
   assert check_impressions(str(tmp_path), MOVIELENS_SPEC) == s["rows"]["train"] + s["rows"]["eval"]
   with open(tmp_path / "summary.json") as f:
     assert json.load(f)["users"] == 50

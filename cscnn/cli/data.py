@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from cscnn.cli.errors import UsageError
 
 
@@ -59,15 +61,21 @@ def _add_movielens(data) -> None:
   ml.set_defaults(func=_cmd_data_movielens)
 
 
+PASSES = 3   # the training budget the MovieLens figures in docs/results.md use
+
+
 def _cmd_data_movielens(args) -> int:
   from cscnn.data.movielens import MovieLensConfig, convert
   try:
     cfg = MovieLensConfig(users=args.users, negatives=args.negatives,
                           eval_negatives=args.eval_negatives, seed=args.seed)
-    convert(args.source, args.out, cfg, log=lambda m: print(m, flush=True))
+    summary = convert(args.source, args.out, cfg, log=lambda m: print(m, flush=True))
   except (ValueError, OSError) as e:   # SourceError is a ValueError
     raise UsageError(str(e)) from e
-  print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank --cold-by positives")
+  from tfx_pipeline import configs
+  steps = math.ceil(PASSES * summary["rows"]["train"] / configs.TRAIN_BATCH_SIZE)
+  print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank --cold-by positives "
+        f"--train-steps {steps}   # {PASSES} passes over the {summary['rows']['train']:,} training rows")
   return 0
 
 
