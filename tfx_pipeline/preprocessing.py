@@ -31,7 +31,7 @@ def _ids(f: F.Feature, tokens):
   if f.uses_hashing:
     return tf.strings.to_hash_bucket_fast(tokens, f.hash_buckets)
   return tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=f.oov_buckets,
-                                          frequency_threshold=f.min_count,
+                                          frequency_threshold=f.min_count if f.min_count > 1 else None,
                                           vocab_filename=f.vocab_name)
 
 
