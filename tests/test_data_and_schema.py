@@ -196,3 +196,9 @@ def test_input_check_missing_column(tmp_path):
   root = _write(tmp_path, ",".join(cols) + "\n")
   with pytest.raises(InputDataError, match=r"missing column\(s\) \['weekday'\] that the feature spec names"):
     check_impressions(root)
+
+
+def test_input_check_names_a_column_the_spec_does_not_declare(tmp_path):
+  root = _write(tmp_path, ",".join(S.raw_columns) + ",clicked_ads\n" + _good_row() + ",m1 m2\n")
+  with pytest.raises(InputDataError, match=r"column\(s\) \['clicked_ads'\] are not in the feature spec"):
+    check_impressions(root)

@@ -2,7 +2,8 @@
 
 CsvExampleGen fails deep inside Beam on a malformed row, and ExampleValidator sees only
 statistics, not rows. This check names the file, line and field of the first problems:
-a column of the feature spec missing from the header, wrong number of fields, a non-integer
+a column of the feature spec missing from the header or one the spec does not declare (the
+curated schema's ExampleValidator would stop the run on it after ExampleGen), wrong number of fields, a non-integer
 value in an int column, a non-number in a float column, a label other than 0/1, an empty
 required value. Unknown *values* are not errors: Transform maps
 them to OOV buckets.
@@ -128,6 +129,11 @@ def check_impressions(data_root: str, spec: FeatureSpec = DEFAULT_SPEC, max_erro
       missing = [c for c in columns if c not in header]
       if missing:
         errors.append(f"{path}: missing column(s) {missing} that the feature spec names; header is {header}")
+        continue
+      extra = [c for c in header if c not in columns]
+      if extra:
+        errors.append(f"{path}: column(s) {extra} are not in the feature spec (ExampleValidator would stop the "
+                      "pipeline on them): declare them in the spec or leave them out of the CSV")
         continue
       index = {c: header.index(c) for c in columns}
       for line_no, row in enumerate(reader, start=2):
