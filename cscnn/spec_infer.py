@@ -61,24 +61,26 @@ class Column:
   top_values: Tuple[str, ...] = ()
 
 
-def _files(data_root: str) -> List[str]:
+def _training_files(data_root: str) -> Tuple[str, List[str]]:
+  """The glob pattern of the training CSVs (the layout's first split) and its files."""
   import glob  # pylint: disable=import-outside-toplevel
-  from tfx_pipeline import configs  # pylint: disable=import-outside-toplevel
-  for pattern in (configs.IMPRESSIONS_PATTERN, configs.TRAIN_PATTERN):
-    files = sorted(glob.glob(os.path.join(data_root, pattern)))
-    if files:
-      return files
-  raise InferError(f"no impressions CSV under {data_root} (expected {configs.IMPRESSIONS_PATTERN}, or "
-                   f"{configs.TRAIN_PATTERN} for pre-split data)")
+  from tfx_pipeline.input_check import InputDataError, input_splits  # pylint: disable=import-outside-toplevel
+  try:
+    _, rel = input_splits(data_root)[0]
+  except InputDataError as e:
+    raise InferError(str(e)) from e
+  pattern = os.path.join(data_root, rel)
+  files = sorted(glob.glob(pattern))
+  if not files:
+    raise InferError(f"no impressions CSV matches {pattern}")
+  return pattern, files
 
 
-def _stats(files: Sequence[str], schema=None) -> Dict[str, Column]:
+def _stats(pattern: str, schema=None) -> Dict[str, Column]:
   import tensorflow_data_validation as tfdv  # pylint: disable=import-outside-toplevel
   from tensorflow_metadata.proto.v0 import statistics_pb2  # pylint: disable=import-outside-toplevel
-  options = tfdv.StatsOptions(schema=schema, num_top_values=20) if schema is not None else \
-      tfdv.StatsOptions(num_top_values=20)
-  pattern = files[0] if len(files) == 1 else os.path.join(os.path.dirname(files[0]), "*.csv")
-  stats = tfdv.generate_statistics_from_csv(pattern, stats_options=options)
+  stats = tfdv.generate_statistics_from_csv(pattern, stats_options=tfdv.StatsOptions(schema=schema,
+                                                                                     num_top_values=20))
   out = {}
   types = {statistics_pb2.FeatureNameStatistics.INT: "INT", statistics_pb2.FeatureNameStatistics.FLOAT: "FLOAT",
            statistics_pb2.FeatureNameStatistics.STRING: "STRING", statistics_pb2.FeatureNameStatistics.BYTES: "STRING"}
@@ -94,17 +96,17 @@ def _stats(files: Sequence[str], schema=None) -> Dict[str, Column]:
   return out
 
 
-def column_statistics(files: Sequence[str]) -> Dict[str, Column]:
+def column_statistics(pattern: str) -> Dict[str, Column]:
   """TFDV statistics per column; integer columns are counted as categorical too (unique, top values)."""
   from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=import-outside-toplevel
-  first = _stats(files)
+  first = _stats(pattern)
   schema = schema_pb2.Schema()
   for col in first.values():
     feature = schema.feature.add(name=col.name)
     feature.type = {"INT": schema_pb2.INT, "FLOAT": schema_pb2.FLOAT}.get(col.type, schema_pb2.BYTES)
     if col.type == "INT":
       feature.int_domain.is_categorical = True
-  second = _stats(files, schema)
+  second = _stats(pattern, schema)
   for name, col in first.items():
     if col.type == "INT" and name in second:
       col.unique, col.top_values = second[name].unique, second[name].top_values
@@ -156,8 +158,8 @@ def _role(names: Sequence[str], role: str, taken: Sequence[str]) -> Optional[str
 
 def infer_spec(data_root: str) -> Tuple[FeatureSpec, List[str]]:
   """A spec for the impressions under `data_root`, and notes on what was guessed."""
-  files = _files(data_root)
-  stats = column_statistics(files)
+  pattern, files = _training_files(data_root)
+  stats = column_statistics(pattern)
   header, rows = _rows(files)
   names = [n for n in header if n in stats]
   notes = [f"inferred by `cscnn spec infer` from {len(files)} file(s) under {os.path.abspath(data_root)} "

@@ -21,6 +21,7 @@ import keras
 from models.layers import CrossNet, HistoryMatch, PooledEmbedding, TargetAttention
 from spec.features import TOKEN_KINDS, Feature, transformed_name
 from spec.names import OUTPUT_KEY
+from spec.strict import known_fields
 
 # A visual tower: (model inputs) -> (extra inputs it needs, x_v).
 VisualTower = Callable[[Dict[str, keras.KerasTensor]], Tuple[Dict[str, keras.KerasTensor], keras.KerasTensor]]
@@ -66,10 +67,7 @@ class DCNConfig:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, object]) -> "DCNConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-      raise ValueError(f"unknown model hyperparameters {sorted(unknown)}; known: {sorted(known)}")
+    d = known_fields(cls, d, "model hyperparameters")
     d = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
          for k, v in d.items()}
     return cls(**d)

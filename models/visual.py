@@ -21,6 +21,7 @@ from models.defaults import IMAGE_SIZE
 from spec import choices
 from spec.features import transformed_name
 from spec.names import CATEGORY_INPUT, IMAGE_INPUT, IMAGE_KEY_INPUT
+from spec.strict import known_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +62,7 @@ class VisualConfig:
 
   @classmethod
   def from_dict(cls, d) -> "VisualConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-      raise ValueError(f"unknown visual hyperparameters {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**d)
+    return cls(**known_fields(cls, d, "visual hyperparameters"))
 
 
 @keras.saving.register_keras_serializable(package="cscnn")

@@ -16,8 +16,6 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grp
 from spec.features import DEFAULT_SPEC, FeatureSpec
 from spec.names import SERVING_RAW
 
-_DTYPES = {int: tf.int64, float: tf.float32, str: tf.string}
-
 
 class CandidateError(ValueError):
   """A candidate row lacks a feature or has a bad value."""
@@ -62,7 +60,7 @@ def candidate_tensors(candidates: Sequence[Mapping[str, object]],
                       spec: FeatureSpec = DEFAULT_SPEC) -> Dict[str, tf.Tensor]:
   """Raw feature tensors (shape [N]) for the ``serving_raw`` signature: one per serving column
   of `spec` (the model's feature spec), typed as the spec says."""
-  return {c: tf.constant(_values(spec, candidates, c), dtype=_DTYPES[spec.raw_dtype(c)])
+  return {c: tf.constant(_values(spec, candidates, c), dtype=spec.raw_tensor_dtype(c))
           for c in spec.serving_columns}
 
 

@@ -10,7 +10,6 @@ BACKBONES = ("light", "resnet18", "cnnf", "efficientnet_lite0")   # models/backb
 BACKBONE = "light"              # small enough for 32x32 images on a CPU (models/backbones.py)
 
 ATTENTION_KINDS = ("none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn")
-ATTENTION_KIND = "cscnn"        # cbam with the category prior: the paper's module
 
 PLACEMENTS = ("per-conv", "per-block")   # where attention sits in a ResNet-18 (models/backbones.py)
 

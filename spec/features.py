@@ -54,6 +54,7 @@ TOKEN_KINDS = (MULTI, SEQUENCE)            # space-separated token lists, 0 = pa
 NORMALIZATIONS = ("zscore", "log1p", "log1p_zscore", "none")
 DTYPES = {"int": int, "str": str, "float": float}
 ROLES = ("user", "ad", "category")
+_TENSOR_DTYPES = {int: "int64", float: "float32", str: "string"}
 
 # Outputs of Transform that are not embedded features:
 IMAGE_KEY = "image_key"                  # int64 fingerprint of the raw ad id: finds the ad's image / x_v
@@ -285,16 +286,8 @@ class FeatureSpec:
     return self.labels[0]
 
   @property
-  def by_name(self) -> Dict[str, Feature]:
-    return {f.name: f for f in self.features}
-
-  @property
   def user_feature(self) -> Feature:
     return self.feature(self.user)
-
-  @property
-  def ad_feature(self) -> Feature:
-    return self.feature(self.ad)
 
   @property
   def category_feature(self) -> Feature:
@@ -331,6 +324,10 @@ class FeatureSpec:
     if column in self.time_columns:
       return str
     return self.feature(column).dtype
+
+  def raw_tensor_dtype(self, column: str) -> str:
+    """The dtype name of a column's raw tensor (tf.Example / ``serving_raw``): int64, float32 or string."""
+    return _TENSOR_DTYPES[self.raw_dtype(column)]
 
   def to_dict(self) -> Dict[str, Any]:
     return {"labels": list(self.labels),

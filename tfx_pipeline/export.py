@@ -21,7 +21,6 @@ import tensorflow_transform as tft
 from spec.features import FeatureSpec
 from spec.names import EXAMPLES_INPUT, OUTPUT_KEY, SERVING_DEFAULT, SERVING_RAW, TRANSFORM_FEATURES
 
-_RAW_DTYPES = {int: tf.int64, float: tf.float32, str: tf.string}
 
 
 class ServingModule(tf.Module):
@@ -49,7 +48,7 @@ def signatures(module: ServingModule, tf_transform_output: tft.TFTransformOutput
     return module.score(tf.io.parse_example(examples, raw_spec))
 
   names = list(spec.serving_columns)
-  specs = [tf.TensorSpec([None], _RAW_DTYPES[spec.raw_dtype(n)], name=n) for n in names]
+  specs = [tf.TensorSpec([None], spec.raw_tensor_dtype(n), name=n) for n in names]
 
   @tf.function(input_signature=specs)
   def serve_raw(*tensors):

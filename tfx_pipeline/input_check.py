@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import glob
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from spec.features import DEFAULT_SPEC, TOKEN_KINDS, FeatureSpec
 from tfx_pipeline import configs
@@ -83,23 +83,12 @@ def input_splits(data_root: Optional[str] = None,
   raise ValueError(f"input layout must be one of {configs.INPUT_LAYOUTS}, got {layout!r}")
 
 
-def missing_columns(data_root: str, spec: FeatureSpec) -> Dict[str, List[str]]:
-  """Per impressions file of `data_root`, the columns of `spec` its header lacks (files that
-  lack none are left out)."""
-  out = {}
-  for _, rel in input_splits(data_root):
-    for path in _glob(os.path.join(data_root, rel)):
-      with open(path, newline="") as fh:
-        header = next(csv.reader(fh), None) or []
-      missing = [c for c in spec.raw_columns if c not in header]
-      if missing:
-        out[path] = missing
-  return out
-
-
-def check_impressions(data_root: str, spec: FeatureSpec = DEFAULT_SPEC, max_errors: int = 10) -> int:
+def check_impressions(data_root: str, spec: FeatureSpec = DEFAULT_SPEC, max_errors: int = 10,
+                      locate: Optional[Callable[[str], str]] = None) -> int:
   """Checks every impressions file of `data_root`'s layout (flat or pre-split, see
-  `input_splits`) against the columns of `spec`; returns the number of rows.
+  `input_splits`) against the columns of `spec`; returns the number of rows. `locate` (optional)
+  says where the spec names a column (e.g. ``spec.yaml:7: features[3].name``, from
+  `spec.files.column_location`) for the error about a column the data lacks.
 
   Raises InputDataError listing up to `max_errors` problems (file:line, field, value), or for a
   data root without impressions files or with a mixed / incomplete layout.
@@ -129,6 +118,7 @@ def check_impressions(data_root: str, spec: FeatureSpec = DEFAULT_SPEC, max_erro
       missing = [c for c in columns if c not in header]
       if missing:
         errors.append(f"{path}: missing column(s) {missing} that the feature spec names; header is {header}")
+        errors.extend(f"{locate(c)}: column {c!r} is not in {path}" for c in missing if locate is not None)
         continue
       extra = [c for c in header if c not in columns]
       if extra:

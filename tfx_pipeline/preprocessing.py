@@ -65,18 +65,20 @@ def _numeric(f: F.Feature, x: tf.Tensor) -> tf.Tensor:
   return x
 
 
+def _tokens(x: tf.Tensor) -> tf.RaggedTensor:
+  """Space-separated tokens per row (ragged [B, None]), without the empty-list token."""
+  tokens = tf.strings.split(x)
+  return tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, F.EMPTY_LIST))
+
+
 def _token_ids(f: F.Feature, x: tf.Tensor) -> tf.Tensor:
-  tokens = tf.strings.split(x)                      # ragged [B, None]
-  tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, F.EMPTY_LIST))
-  ids = tf.ragged.map_flat_values(lambda t: _ids(f, t) + 1, tokens)   # 0 = padding
+  ids = tf.ragged.map_flat_values(lambda t: _ids(f, t) + 1, _tokens(x))   # 0 = padding
   return ids.to_tensor(default_value=0, shape=[None, f.max_len])
 
 
 def _times(f: F.Feature, x: tf.Tensor) -> tf.Tensor:
   """A sequence's times: the numbers of the time column, 0 for padding (the ids' positions)."""
-  tokens = tf.strings.split(x)
-  tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, F.EMPTY_LIST))
-  values = tf.ragged.map_flat_values(tf.strings.to_number, tokens, out_type=tf.float32)
+  values = tf.ragged.map_flat_values(tf.strings.to_number, _tokens(x), out_type=tf.float32)
   return values.to_tensor(default_value=0.0, shape=[None, f.max_len])
 
 

@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping
 
 from models.dcn import DCNConfig
 from models.visual import VisualConfig
+from spec.strict import known_fields
 from tfx_pipeline import configs
 
 DISTRIBUTIONS = ("default", "mirrored")
@@ -65,11 +66,7 @@ class TrainerSettings:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "TrainerSettings":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-      raise ValueError(f"unknown trainer settings {sorted(unknown)}; known: {sorted(known)}")
-    d = dict(d)
+    d = known_fields(cls, d, "trainer settings")
     d["model"] = DCNConfig.from_dict(d.get("model", {}))
     d["visual"] = VisualConfig.from_dict(d.get("visual", {}))
     return cls(**d)

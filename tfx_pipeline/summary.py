@@ -70,7 +70,7 @@ def _transform_config(store) -> Dict[str, str]:
     if isinstance(config, dict) and config.get("cold_by") in F.COLD_BY:
       out["cold_by"] = config["cold_by"]
     if isinstance(config, dict) and isinstance(config.get("spec"), dict):
-      out["category"] = config["spec"].get("roles", {}).get("category", out["category"])
+      out["category"] = F.FeatureSpec.from_dict(config["spec"]).category
   return out
 
 

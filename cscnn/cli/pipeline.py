@@ -147,7 +147,6 @@ def _cmd_pipeline_run(args) -> int:
   from tfx_pipeline.input_check import InputDataError, check_impressions
   from tfx_pipeline.schema import SCHEMA_PATH, write_schema
   from spec.files import DATA_SPEC_FILE, column_location
-  from tfx_pipeline.input_check import missing_columns
   _check_backbone_weights(args)
   if args.spec is None and os.path.isfile(os.path.join(args.data, DATA_SPEC_FILE)):
     args.spec = os.path.join(args.data, DATA_SPEC_FILE)   # the data folder's own spec
@@ -157,18 +156,10 @@ def _cmd_pipeline_run(args) -> int:
     settings = _trainer_settings(args)
   except ValueError as e:
     raise UsageError(str(e)) from e
-  if args.spec is not None:
-    try:
-      missing = missing_columns(args.data, spec)
-    except InputDataError:
-      missing = {}   # the input check below names the layout problem
-    if missing:
-      path, columns = next(iter(missing.items()))
-      raise UsageError("\n".join(f"{column_location(args.spec, spec, c)}: column {c!r} is not in {path}"
-                                 for c in columns))
   if not args.skip_input_check:
     try:
-      rows = check_impressions(args.data, spec)
+      rows = check_impressions(args.data, spec, locate=None if args.spec is None else
+                               lambda column: column_location(args.spec, spec, column))
     except InputDataError as e:
       raise UsageError(str(e)) from e
     print(f"input check: {rows} impression rows OK", flush=True)
