@@ -13,13 +13,14 @@ from spec.features import SEQUENCE, FeatureSpec
 
 
 def with_sequences(dcn: DCNConfig, spec: FeatureSpec) -> DCNConfig:
-  """`dcn` with a HistoryMatch pair (the ad, the sequence) for every sequence feature of `spec`
-  when ``dcn.match_sequences``: a behaviour sequence is read against the candidate ad."""
+  """`dcn` with a HistoryMatch pair (candidate feature, sequence) for every sequence feature of
+  `spec` when ``dcn.match_sequences``: a behaviour sequence is read against the candidate's
+  feature it names in ``against`` (by default the ad)."""
   if not dcn.match_sequences:
     return dcn
   pairs = tuple(tuple(p) for p in dcn.history_match)
-  pairs += tuple((spec.ad, f.name) for f in spec.features
-                 if f.kind == SEQUENCE and (spec.ad, f.name) not in pairs)
+  pairs += tuple((spec.against(f), f.name) for f in spec.features
+                 if f.kind == SEQUENCE and (spec.against(f), f.name) not in pairs)
   return dataclasses.replace(dcn, history_match=pairs)
 
 

@@ -113,6 +113,9 @@ class Feature:
     normalize: numeric features: how Transform scales the value (see the module docstring).
     buckets: numeric features: if set, quantile buckets embedded as ids instead of a float.
     time_column: sequence features: the column of the events' times or ages, if any.
+    against: sequence features: the candidate's categorical feature that the model reads the
+      sequence against (e.g. a sequence of past categories against the ad's category); None:
+      the spec's ad.
     domain: int features: the (min, max) that the schema enforces, if any.
     description: what the feature is, for humans.
   """
@@ -128,6 +131,7 @@ class Feature:
   normalize: str = "zscore"
   buckets: Optional[int] = None
   time_column: Optional[str] = None
+  against: Optional[str] = None
   domain: Optional[Tuple[int, int]] = None
   description: str = ""
 
@@ -168,6 +172,8 @@ class Feature:
       bad("hash_buckets", "numeric features are not hashed (use buckets)")
     if self.time_column is not None and self.kind != SEQUENCE:
       bad("time_column", "time_column is for sequence features")
+    if self.against is not None and self.kind != SEQUENCE:
+      bad("against", "against is for sequence features")
     if self.domain is not None:
       if self.dtype is not int or len(self.domain) != 2 or self.domain[0] > self.domain[1]:
         bad("domain", f"domain is (min, max) of an int feature, got {self.domain!r}")
@@ -271,6 +277,10 @@ class FeatureSpec:
         raise SpecError(("features", i, "time_column"),
                         f"{f.time_column!r} is another column of the spec, not a time column")
     by_name = dict(zip(names, self.features))
+    for i, f in enumerate(self.features):
+      if f.against is not None and (f.against not in by_name or by_name[f.against].kind != CATEGORICAL):
+        raise SpecError(("features", i, "against"),
+                        f"feature {f.name!r}: against must name a categorical feature, got {f.against!r}")
     for role in ROLES:
       column = getattr(self, role)
       if column not in by_name:
@@ -302,6 +312,10 @@ class FeatureSpec:
   @property
   def feature_names(self) -> Tuple[str, ...]:
     return tuple(f.name for f in self.features)
+
+  def against(self, sequence: Feature) -> str:
+    """The candidate feature a sequence feature is read against: its ``against``, else the ad."""
+    return sequence.against or self.ad
 
   @property
   def time_columns(self) -> Tuple[str, ...]:

@@ -263,3 +263,17 @@ def test_a_sequence_of_the_spec_is_read_against_the_candidate_ad():
   sizes = {**_id_space(), "recent_ads": 6}
   model = build_model(spec, sizes, SMALL_DCN, VisualConfig("none"))
   assert model.get_layer("history_match_ad_id_recent_ads") is not None
+
+
+def test_a_sequence_is_read_against_the_candidate_feature_it_names():
+  from models.ctr import with_sequences
+  from models.dcn import DCNConfig as Config
+  spec = dataclasses.replace(S, features=S.features + (
+      F.Feature("recent_ads", F.SEQUENCE, str, max_len=3),
+      F.Feature("recent_categories", F.SEQUENCE, str, max_len=3, against="category_id")))
+  assert with_sequences(Config(), spec).history_match == (("ad_id", "recent_ads"),
+                                                          ("category_id", "recent_categories"))
+  model = build_model(spec, {**_id_space(), "recent_ads": 6, "recent_categories": 5}, SMALL_DCN,
+                      VisualConfig("none"))
+  layer = model.get_layer("history_match_category_id_recent_categories")
+  assert layer.query_vocab == _id_space()["category_id"] and layer.history_vocab == 5

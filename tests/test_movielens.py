@@ -176,6 +176,10 @@ def test_clicked_ads_are_the_users_other_training_positives(converted):
         expected -= {r["ad_id"]}                   # its own movie and label are not its input
       got = r["clicked_ads"].split()
       assert got == [F.EMPTY_LIST] if not expected else sorted(got) == sorted(expected), (split, r)
+    for r in converted[split]:                     # clicked_genres: the same movies' categories
+      ads = r["clicked_ads"].split()
+      expected = [F.EMPTY_LIST] if ads == [F.EMPTY_LIST] else [str(ADS[m][0]) for m in ads]
+      assert r["clicked_genres"].split() == expected, (split, r)
   # the same order for all of a user's rows: the eval rows' lists are equal
   for u in RATINGS:
     lists = {r["clicked_ads"] for r in converted["eval"] if r["user_id"] == f"u{u}"}

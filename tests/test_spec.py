@@ -82,11 +82,25 @@ def test_feature_options_are_checked():
     Feature("x", "categorical", str, buckets=4)
   with pytest.raises(SpecError, match="time_column is for sequence features"):
     Feature("x", "multi", str, time_column="t")
+  with pytest.raises(SpecError, match="against is for sequence features"):
+    Feature("x", "multi", str, max_len=3, against="category_id")
   with pytest.raises(SpecError, match="max_len is for token lists"):
     Feature("x", "categorical", str, max_len=3)
   with pytest.raises(SpecError, match="float is for numeric features"):
     Feature("x", "categorical", float)
   assert not Feature("p", NUMERIC, float).embedded and Feature("p", NUMERIC, float, buckets=4).embedded
+
+
+def test_a_sequence_is_read_against_a_categorical_feature_of_the_spec():
+  text = GOOD + "  - {name: history_types, kind: sequence, max_len: 20, against: ptype}\n"
+  spec = parse(text)
+  assert spec.against(spec.feature("history_types")) == "ptype"
+  assert spec.against(spec.feature("history")) == "item"            # the ad by default
+  assert parse(dumps(spec)) == spec
+  assert _error(text.replace("against: ptype", "against: price")) == (
+      "my.yaml:11: features[5].against: feature 'history_types': against must name a categorical "
+      "feature, got 'price'")
+  assert "got 'colour'" in _error(text.replace("against: ptype", "against: colour"))
 
 
 def test_a_column_the_data_lacks_is_named_with_its_line_in_the_spec(tmp_path, capsys):

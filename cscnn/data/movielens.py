@@ -64,6 +64,8 @@ sequence, declared in the ``spec.yaml`` the conversion writes beside the data (`
                      random order fixed per user (no recency: this split is not by time); a
                      training positive's own movie is left out of its row's list (its label must
                      not be in its input).
+  clicked_genres     a sequence aligned with clicked_ads: each of those movies' category_id; the
+                     model reads it against the candidate's category_id (``against`` in the spec)
   Occupation (0-20) is dropped: no schema column fits it and folding it into user_city would
   leave ~420 values for a few hundred users.
 
@@ -269,7 +271,9 @@ def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: 
 HISTORY_LEN = 50
 MOVIELENS_SPEC = dataclasses.replace(DEFAULT_SPEC, features=DEFAULT_SPEC.features + (
     Feature("clicked_ads", SEQUENCE, str, max_len=HISTORY_LEN,
-            description="the user's other training positives (movies), a random order fixed per user"),))
+            description="the user's other training positives (movies), a random order fixed per user"),
+    Feature("clicked_genres", SEQUENCE, str, max_len=HISTORY_LEN, against="category_id",
+            description="the first genres (category ids) of clicked_ads, in the same order"),))
 
 
 def clicked_ads(train: np.ndarray, length: int, seed: int, user_id: int) -> np.ndarray:
@@ -408,6 +412,7 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   u_city = np.array([users[int(u)][0] for u in chosen], dtype=object)
   u_age = np.array([users[int(u)][1] for u in chosen], np.int64)
   u_clicked = np.array(clicked, dtype=object)
+  m_cat_name = np.array([str(c) for c in m_cat.tolist()], dtype=object)
 
   def columns(rows: _Rows, shuffle_seed: Optional[int] = None, training: bool = False):
     uu, mm, ll = rows.arrays()
@@ -415,12 +420,16 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
       perm = np.random.default_rng([cfg.seed, shuffle_seed]).permutation(len(uu))
       uu, mm, ll = uu[perm], mm[perm], ll[perm]
     zeros = np.zeros(len(uu), np.int64)
-    history = np.array([history_string(histories[u], m if training and y else None, HISTORY_LEN, m_ad)
-                        for u, m, y in zip(uu.tolist(), mm.tolist(), ll.tolist())], dtype=object)
+    own = [m if training and y else None for m, y in zip(mm.tolist(), ll.tolist())]
+    history = np.array([history_string(histories[u], o, HISTORY_LEN, m_ad) for u, o in zip(uu.tolist(), own)],
+                       dtype=object)
+    genres = np.array([history_string(histories[u], o, HISTORY_LEN, m_cat_name) for u, o in zip(uu.tolist(), own)],
+                      dtype=object)
     return {"label": ll, "user_id": u_id[uu], "user_city": u_city[uu], "user_age": u_age[uu],
             "ad_id": m_ad[mm], "category_id": m_cat[mm], "brand_id": m_brand[mm], "hour": zeros,
             "weekday": zeros, "query_words": np.full(len(uu), NO_QUERY, dtype=object),
-            "title_words": m_title[mm], "clicked_categories": u_clicked[uu], "clicked_ads": history}, mm, ll
+            "title_words": m_title[mm], "clicked_categories": u_clicked[uu], "clicked_ads": history,
+            "clicked_genres": genres}, mm, ll
 
   t0 = time.time()
   os.makedirs(out_dir, exist_ok=True)
