@@ -48,3 +48,19 @@ def test_per_user_auc_tfma_combiner():
 def test_per_user_auc_needs_a_query_key():
   with pytest.raises(ValueError, match="query_key"):
     PerUserAUC().computations()
+
+
+def test_auc_standard_error_hand_cases_and_a_simulation():
+  from tfx_pipeline.metrics import auc_standard_error
+  # One pair at AUC 0.5: Q1 = Q2 = 1/3, so SE^2 = 0.5 * 0.5 / 1.
+  assert auc_standard_error(0.5, 1, 1) == pytest.approx(0.5)
+  assert auc_standard_error(1.0, 8, 100) == pytest.approx(0.0)
+  assert np.isnan(auc_standard_error(0.7, 0, 100))
+  # Few positives, many negatives: the spread of the AUC over many draws of such a slice.
+  rng = np.random.default_rng(0)
+  pos, neg, draws = 8, 400, 2000
+  aucs = [user_auc(np.r_[np.ones(pos), np.zeros(neg)],
+                   np.r_[rng.exponential(1.0, pos) * 3.0, rng.exponential(1.0, neg)]) for _ in range(draws)]
+  mean, spread = float(np.mean(aucs)), float(np.std(aucs))
+  assert 0.7 < mean < 0.8                                  # exponential scores: AUC = 3 / (3 + 1)
+  assert auc_standard_error(mean, pos, neg) == pytest.approx(spread, rel=0.1)

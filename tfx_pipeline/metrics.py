@@ -33,6 +33,18 @@ def user_auc(labels: np.ndarray, predictions: np.ndarray) -> Optional[float]:
   return float((pos[:, None] > neg[None, :]).mean())
 
 
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+  """Standard error of an AUC measured on `positives` and `negatives` (Hanley and McNeil 1982,
+  eq. 2): how far the same model's AUC would move on another draw of as many rows. A slice with
+  few positives (cold ads) has a wide one. NaN when either count is 0."""
+  if positives < 1 or negatives < 1:
+    return float("nan")
+  a = float(auc)
+  q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+  var = (a * (1 - a) + (positives - 1) * (q1 - a * a) + (negatives - 1) * (q2 - a * a)) / (positives * negatives)
+  return float(np.sqrt(max(var, 0.0)))
+
+
 class PerUserAUC(metric_types.Metric):
   """Mean over users of the per-user AUC (eq. 13). Needs a query_key (the user id)."""
 

@@ -12,6 +12,7 @@ from ml_metadata.proto import metadata_store_pb2
 from spec import features as F
 from tfx_pipeline.evaluation import BASELINE_GATE_FILE, BASELINE_METRICS_FILE, load_metrics
 from tfx_pipeline.local_runner import paths
+from tfx_pipeline.metrics import auc_standard_error
 
 
 def _store(metadata_path: str) -> mlmd.MetadataStore:
@@ -142,6 +143,16 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
   return summary
 
 
+def _auc_with_error(m: Dict[str, float]) -> str:
+  """``AUC ± its standard error (N positives)`` of a slice's metrics; the error says how much of
+  a difference between two models on a small slice is the draw of its rows."""
+  auc, rows = m.get("auc", float("nan")), m.get("example_count", 0)
+  positives = int(round(rows * m.get("mean_label", float("nan")))) if rows and "mean_label" in m else None
+  if positives is None or auc != auc:
+    return f"{auc:.4f}"
+  return f"{auc:.4f} ± {auc_standard_error(auc, positives, int(rows) - positives):.4f} ({positives} positives)"
+
+
 def format_summary(s: Dict[str, Any]) -> str:
   lines = ["", "== pipeline run summary =="]
   if s.get("run_id"):
@@ -167,7 +178,7 @@ def format_summary(s: Dict[str, Any]) -> str:
       m, cold = metrics[k], k.endswith("=1")
       note = f"   (fewer than {F.COLD_THRESHOLD} training {s.get('cold_by', F.COLD_BY[0])})" if cold else ""
       lines.append(f"  {'cold ads' if cold else 'warm ads':<16} rows {int(m.get('example_count', 0)):>6}"
-                   f"   AUC {m.get('auc', float('nan')):.4f}{note}")
+                   f"   AUC {_auc_with_error(m)}{note}")
   baselines = s.get("baselines")
   if baselines:
     cold = f"{F.COLD_KEY}=1"
@@ -177,7 +188,7 @@ def format_summary(s: Dict[str, Any]) -> str:
       o, c = m.get("overall", {}), m.get(cold, {})
       best = "   <- best baseline" if name == baselines["best"] else ""
       lines.append(f"  {name:<18} AUC {o.get('auc', float('nan')):.4f}   per-user AUC "
-                   f"{o.get('per_user_auc', float('nan')):.4f}   cold-ad AUC {c.get('auc', float('nan')):.4f}{best}")
+                   f"{o.get('per_user_auc', float('nan')):.4f}   cold-ad AUC {_auc_with_error(c)}{best}")
   table = s.get("visual_table")
   if table:
     lines.append(f"visual table: {table['rows']} ads x {table['dim']} ({table['table_bytes']:,} bytes), "
