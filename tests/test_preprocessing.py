@@ -140,6 +140,32 @@ def test_count_tables_are_initialised_at_load_not_per_call(positives_layer):
   assert not [op for op in ops if op.startswith("InitializeTable")]
 
 
+def _ad_train_counts_per_call(ad, weights=None):
+  """The count table as it was built before: a plain StaticHashTable inside preprocessing_fn,
+  whose initialiser became part of every call of the Transform layer."""
+  name = "ad_id_impressions" if weights is None else "ad_id_positives"
+  path = tft.vocabulary(ad, weights=weights, vocab_filename=name, store_frequency=True)
+  init = tf.lookup.TextFileInitializer(path, key_dtype=tf.string, key_index=1,
+                                       value_dtype=tf.float64, value_index=0, delimiter=" ")
+  counts = tf.lookup.StaticHashTable(init, default_value=tf.constant(0, tf.float64)).lookup(ad)
+  return tf.cast(tf.round(counts), tf.int64)
+
+
+@pytest.mark.slow  # one more tf.Transform analysis: ~20 s
+def test_transform_layer_outputs_equal_those_of_the_per_call_table(positives_layer, monkeypatch):
+  """Every output of the Transform layer (the model's inputs, the counts, the cold flag) equals
+  what the layer with the per-call table gave, so a served model's scores cannot move."""
+  from tfx_pipeline import preprocessing
+  layer, raw = positives_layer
+  monkeypatch.setattr(preprocessing, "_ad_train_counts", _ad_train_counts_per_call)
+  _, before = _analyse(TRAIN_P, TEST_P, {"cold_by": "positives"})
+  want = before.transform_features_layer()(raw)
+  got = layer(raw)
+  assert set(got) == set(want) and F.COLD_KEY in got
+  for k, v in want.items():
+    np.testing.assert_array_equal(got[k].numpy(), v.numpy(), err_msg=k)
+
+
 def test_cold_by_rejects_unknown_values():
   with pytest.raises(ValueError, match="cold_by must be one of impressions, positives; got 'clicks'"):
     _analyse(TRAIN_P, TEST_P, {"cold_by": "clicks"})
