@@ -9,6 +9,8 @@ Per candidate count: p50 and p99 latency of each server (median over --repeats r
 alternating requests) and the per-run ratio b / a of the p50s and p99s (median and range); then
 items/s of 100-candidate requests at --concurrency client threads, a and b alternately, --repeats
 times (median). Both servers answer the same request; their scores must agree to 1e-5.
+--b-model-base-path serves b another export of the same weights (e.g. one made by
+`scripts/reexport_serving.py` with b's export code) to measure an export change.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main() -> int:
   ap.add_argument("--b-arg", action="append", default=[], help="one more argument of b's `cscnn serve`, "
                   "e.g. --b-arg=--intra-op-threads=1 with --a . --b .")
   ap.add_argument("--model-base-path", required=True)
+  ap.add_argument("--b-model-base-path", help="b's model base path (default: --model-base-path)")
   ap.add_argument("--model-name", default="cscnn_ctr")
   ap.add_argument("--candidates", required=True, help="CSV of candidates (impressions)")
   ap.add_argument("--sizes", default="1,100,1000")
@@ -73,15 +76,17 @@ def main() -> int:
   args = ap.parse_args()
   import tensorflow as tf
 
-  base_path = os.path.abspath(args.model_base_path)
+  base_paths = {"a": os.path.abspath(args.model_base_path),
+                "b": os.path.abspath(args.b_model_base_path or args.model_base_path)}
   sizes = [int(s) for s in args.sizes.split(",")]
   with open(args.candidates, newline="") as f:
     rows = [r for _, r in zip(range(max(sizes)), csv.DictReader(f))]
   while len(rows) < max(sizes):
     rows = rows + rows
-  servers = {k: _start(os.path.abspath(c), base_path, args.model_name, extra)
+  servers = {k: _start(os.path.abspath(c), base_paths[k], args.model_name, extra)
              for k, c, extra in (("a", args.a, args.a_arg), ("b", args.b, args.b_arg))}
   out = {"a": " ".join([os.path.abspath(args.a), *args.a_arg]), "b": " ".join([os.path.abspath(args.b), *args.b_arg]),
+         "a_model": base_paths["a"], "b_model": base_paths["b"],
          "requests": args.requests,
          "repeats": args.repeats}
   try:
@@ -134,7 +139,8 @@ def main() -> int:
   if args.json:
     print(json.dumps(out))
     return 0
-  print(f"a = {out['a']}\nb = {out['b']}\n{args.requests} requests per size alternating a and b, "
+  print(f"a = {out['a']} on {out['a_model']}\nb = {out['b']} on {out['b_model']}\n"
+        f"{args.requests} requests per size alternating a and b, "
         f"median of {args.repeats} runs; ratio b/a: median [min, max] over runs")
   print(f"{'candidates':>10} {'a p50':>8} {'b p50':>8} {'b/a p50':>20} "
         f"{'a p99':>8} {'b p99':>8} {'b/a p99':>20} {'max |a-b|':>10}")

@@ -43,6 +43,21 @@ class BatchingConfig:
   batch_timeout: float = 0.001
 
 
+def _flat_call(fn, specs: Mapping[str, tf.TensorSpec]):
+  """A call of the signature function `fn` on validated arrays that skips its keyword front end
+  (binding the keywords to the function type, checking and casting every tensor against its
+  spec: about 0.2 ms of Python per call of an 11-input signature, and `Servable.validate` has
+  checked names, dtypes and shapes already): the tensors in the function's flat input order,
+  then its captured variables and tables. None when `fn` does not offer a flat call or its flat
+  inputs are not the signature's inputs by name; the keyword call is used then."""
+  call_flat = getattr(fn, "_call_flat", None)
+  names = [t.name.split(":")[0] for t in getattr(fn, "inputs", [])[:len(specs)]]
+  if call_flat is None or sorted(names) != sorted(specs):
+    return None
+  captured = fn.captured_inputs
+  return lambda inputs: call_flat([tf.constant(inputs[n]) for n in names], captured)
+
+
 class Servable:
   """One loaded version of a model. ``leases`` counts the requests running on it."""
 
@@ -57,6 +72,7 @@ class Servable:
     self.signature_defs = dict(sm.meta_graphs[0].signature_def)
     self.signatures = dict(self.loaded.signatures)
     self.input_specs = {k: dict(fn.structured_input_signature[1]) for k, fn in self.signatures.items()}
+    self._flat_calls = {k: _flat_call(fn, self.input_specs[k]) for k, fn in self.signatures.items()}
     self._batchers: Dict[str, Batcher] = {}
     if batching.enabled:
       for k in self.signatures:
@@ -104,7 +120,11 @@ class Servable:
     return out
 
   def _call(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    result = self.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    flat = self._flat_calls[signature]
+    if flat is not None:
+      result = flat(inputs)
+    else:
+      result = self.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
     return {k: v.numpy() for k, v in result.items()}
 
   def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:

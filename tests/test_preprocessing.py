@@ -109,15 +109,61 @@ def test_cold_flag_counts_impressions_or_positives(cold_by, expected):
   assert [int(r[F.AD_TRAIN_IMPRESSIONS]) for r in out] == [N_A1, 8, 0]   # always every row
 
 
-@pytest.mark.slow  # tf.Transform on Beam: ~19 s
-def test_cold_by_positives_needs_no_label_at_serving_time():
-  """The serving signatures run the Transform layer without the label: the positives count was
-  fixed by the analysis, so the cold flag must still come out, and right."""
+@pytest.fixture(scope="module")
+def positives_layer():
+  """The Transform layer of a cold_by=positives analysis (two count tables) and raw serving
+  inputs (no label) for TEST_P."""
   _, output = _analyse(TRAIN_P, TEST_P, {"cold_by": "positives"})
   raw = {k: tf.constant([[r[k][0]] for r in TEST_P], tf.string if isinstance(v[0], (bytes, str)) else tf.int64)
          for k, v in TEST_P[0].items() if k != S.label}
-  transformed = output.transform_features_layer()(raw)
+  return output.transform_features_layer(), raw
+
+
+@pytest.mark.slow  # tf.Transform on Beam: ~19 s
+def test_cold_by_positives_needs_no_label_at_serving_time(positives_layer):
+  """The serving signatures run the Transform layer without the label: the positives count was
+  fixed by the analysis, so the cold flag must still come out, and right."""
+  layer, raw = positives_layer
+  transformed = layer(raw)
   assert transformed[F.COLD_KEY].numpy().reshape(-1).tolist() == [0, 1, 1]
+  assert transformed[F.AD_TRAIN_IMPRESSIONS].numpy().reshape(-1).tolist() == [N_A1, 8, 0]
+
+
+@pytest.mark.slow  # shares the analysis above
+def test_count_tables_are_initialised_at_load_not_per_call(positives_layer):
+  """The ad count tables are set up as tf.Transform sets up its vocabularies: no table
+  initialiser in the graph a served call runs (it reread the vocabulary file every request)."""
+  layer, raw = positives_layer
+  graph = tf.function(layer).get_concrete_function(raw).graph.as_graph_def()
+  ops = [n.op for n in graph.node] + [n.op for f in graph.library.function for n in f.node_def]
+  assert "LookupTableFindV2" in ops
+  assert not [op for op in ops if op.startswith("InitializeTable")]
+
+
+def _ad_train_counts_per_call(ad, weights=None):
+  """The count table as it was built before: a plain StaticHashTable inside preprocessing_fn,
+  whose initialiser became part of every call of the Transform layer."""
+  name = "ad_id_impressions" if weights is None else "ad_id_positives"
+  path = tft.vocabulary(ad, weights=weights, vocab_filename=name, store_frequency=True)
+  init = tf.lookup.TextFileInitializer(path, key_dtype=tf.string, key_index=1,
+                                       value_dtype=tf.float64, value_index=0, delimiter=" ")
+  counts = tf.lookup.StaticHashTable(init, default_value=tf.constant(0, tf.float64)).lookup(ad)
+  return tf.cast(tf.round(counts), tf.int64)
+
+
+@pytest.mark.slow  # one more tf.Transform analysis: ~20 s
+def test_transform_layer_outputs_equal_those_of_the_per_call_table(positives_layer, monkeypatch):
+  """Every output of the Transform layer (the model's inputs, the counts, the cold flag) equals
+  what the layer with the per-call table gave, so a served model's scores cannot move."""
+  from tfx_pipeline import preprocessing
+  layer, raw = positives_layer
+  monkeypatch.setattr(preprocessing, "_ad_train_counts", _ad_train_counts_per_call)
+  _, before = _analyse(TRAIN_P, TEST_P, {"cold_by": "positives"})
+  want = before.transform_features_layer()(raw)
+  got = layer(raw)
+  assert set(got) == set(want) and F.COLD_KEY in got
+  for k, v in want.items():
+    np.testing.assert_array_equal(got[k].numpy(), v.numpy(), err_msg=k)
 
 
 def test_cold_by_rejects_unknown_values():

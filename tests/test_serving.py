@@ -455,6 +455,36 @@ def test_batching_merges_concurrent_requests(tmp_path, pushed, candidates, expec
     srv.stop()
 
 
+def test_servable_calls_a_signature_flat_with_each_input_in_its_place(tmp_path):
+  """The servable calls a signature with its tensors in the function's flat order and its
+  captured variable (`_flat_call`, no keyword front end): inputs declared out of sorted order,
+  of three dtypes, each land in their own place, as in the keyword call."""
+  from serving.model_manager import Servable
+
+  class Module(tf.Module):
+    def __init__(self):
+      super().__init__()
+      self.scale = tf.Variable(2.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="zeta"),
+                                  tf.TensorSpec([None], tf.string, name="alpha"),
+                                  tf.TensorSpec([None], tf.int64, name="mid")])
+    def score(self, zeta, alpha, mid):
+      return {"out": zeta * self.scale * 10 + tf.cast(mid, tf.float32)
+              + 100 * tf.cast(tf.strings.length(alpha), tf.float32)}
+
+  module = Module()
+  tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.score})
+  servable = Servable(MODEL, 1, str(tmp_path / "1"), BatchingConfig())
+  assert servable._flat_calls["serving_default"] is not None
+  inputs = {"mid": np.array([3, 4]), "alpha": np.array([b"a", b"bbb"], dtype=object),
+            "zeta": np.array([1.0, 2.0], np.float32)}
+  got = servable.run("serving_default", inputs)["out"]
+  want = servable.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})["out"]
+  np.testing.assert_array_equal(got, [123.0, 344.0])
+  np.testing.assert_array_equal(got, want.numpy())
+
+
 def test_batcher_merges_every_queued_request_into_one_call():
   """While the model runs request 0, twenty more queue up; they make one merged call."""
   gate, calls = threading.Event(), []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform import tf_utils as tft_tf_utils
 
 from spec import features as F
 from spec.features import FeatureSpec
@@ -40,10 +41,16 @@ def _ad_train_counts(ad: tf.Tensor, weights=None) -> tf.Tensor:
   (1 if `weights` is None); 0 for ads without any."""
   name = "ad_id_impressions" if weights is None else "ad_id_positives"
   path = tft.vocabulary(ad, weights=weights, vocab_filename=name, store_frequency=True)
-  # Weighted frequencies are written as floats; a float table reads both forms.
-  init = tf.lookup.TextFileInitializer(path, key_dtype=tf.string, key_index=1,
-                                       value_dtype=tf.float64, value_index=0, delimiter=" ")
-  counts = tf.lookup.StaticHashTable(init, default_value=tf.constant(0, tf.float64)).lookup(ad)
+
+  def frequency_table(asset_path):
+    # Weighted frequencies are written as floats; a float table reads both forms.
+    init = tf.lookup.TextFileInitializer(asset_path, key_dtype=tf.string, key_index=1,
+                                         value_dtype=tf.float64, value_index=0, delimiter=" ")
+    return tf.lookup.StaticHashTable(init, default_value=tf.constant(0, tf.float64))
+
+  # tf.Transform's own table setup (as `tft.apply_vocabulary`'s): in the exported graph the table
+  # is a tracked resource initialised once when the SavedModel loads, not on every call.
+  counts, _ = tft_tf_utils.construct_and_lookup_table(frequency_table, path, ad)
   return tf.cast(tf.round(counts), tf.int64)
 
 
