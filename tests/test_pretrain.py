@@ -150,3 +150,38 @@ def test_split_vocabulary_and_augmentation_are_deterministic_and_light():
   own = np.abs(y - x.numpy()).mean((1, 2, 3))
   other = np.abs(y - np.roll(x.numpy(), 1, 0)).mean((1, 2, 3))
   assert (own < other).all() or np.mean(own) < np.mean(other)
+
+
+@pytest.fixture(scope="module")
+def catalogue_run(tmp_path_factory):
+  """`pipeline run --visual-init catalogue` on the tiny sample of the e2e tests (~4 min)."""
+  from conftest import RUN, TINY, cscnn
+  base = tmp_path_factory.mktemp("catalogue_init")
+  data, out = str(base / "data"), str(base / "out")
+  cscnn("data", "sample", "--out", data, "--seed", "1", *TINY)
+  run = cscnn("pipeline", "run", "--data", data, "--output", out, *RUN, "--visual-init", "catalogue",
+              "--pretrain-steps", "20", "--beam-arg=--direct_running_mode=multi_processing",
+              "--beam-arg=--direct_num_workers=2")
+  summary = json.loads(cscnn("pipeline", "summary", "--output", out, "--json").stdout)
+  return {"out": out, "stdout": run.stdout, "summary": summary}
+
+
+@pytest.mark.slow
+def test_pipeline_run_with_catalogue_init_pretrains_then_trains_from_it_and_pushes(catalogue_run):
+  import glob
+  from models.pretrain import METRICS_FILE, WEIGHTS_FILE
+  s = catalogue_run["summary"]
+  assert s["components"]["CataloguePretrain"] == "COMPLETE", s["components"]
+  uri = s["pretrain"]["uri"]
+  assert os.path.isfile(os.path.join(uri, WEIGHTS_FILE))
+  with open(os.path.join(uri, METRICS_FILE)) as f:
+    metrics = json.load(f)
+  assert metrics == s["pretrain"]["metrics"] and metrics["config"]["steps"] == 20
+  for side in ("pretrained", "random"):
+    assert 0 <= metrics[side]["category_top1"] <= 1 and 0 <= metrics[side]["title_word_recall_at_10"] <= 1
+  assert "catalogue pretraining (" in catalogue_run["stdout"]
+  (meta,) = glob.glob(os.path.join(catalogue_run["out"], "pipeline", "VisualTrainer", "model", "*", "Format-Serving",
+                                   "training.json"))
+  with open(meta) as f:
+    assert json.load(f)["visual"]["backbone_weights"] == os.path.join(uri, WEIGHTS_FILE)
+  assert s["blessed"] is True and s["pushed"] is True, s
