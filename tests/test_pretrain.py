@@ -37,11 +37,12 @@ def pretrained(tmp_path_factory):
   """~18 s: 240 ads at 32x32, 100 steps of 32 for the encoder and as many for the reference."""
   ids, cats, images, titles = _sample_catalogue(str(tmp_path_factory.mktemp("catalogue")), 240)
   cfg = PretrainConfig("light", 32, steps=100, batch_size=32, seed=0, log_every=0)
-  return {"result": pretrain(ids, cats, images, titles, cfg), "images": images, "cats": cats}
+  return pretrain(ids, cats, images, titles, cfg)
 
 
+@pytest.mark.slow  # pretrains and fits the reference: ~20 s
 def test_pretrained_encoder_separates_categories_far_better_than_random_weights(pretrained):
-  m = pretrained["result"].metrics
+  m = pretrained.metrics
   p, r, chance = m["pretrained"], m["random"], m["chance"]
   assert m["ads"]["heldout"] >= 30 and m["categories"] == 4 and m["vocab_size"] == 4 * 8 + 20
   # Held out, same architecture, same heads, same steps: only the encoder's weights differ.
@@ -54,13 +55,15 @@ def test_pretrained_encoder_separates_categories_far_better_than_random_weights(
   json.dumps(m)   # metrics.json
 
 
-def test_the_weights_file_starts_a_tower_with_any_attention_from_the_pretrained_backbone(pretrained, tmp_path):
+def test_the_weights_file_starts_a_tower_with_any_attention_from_the_saved_backbone(tmp_path):
   path = str(tmp_path / "backbone.weights.h5")
-  tower = pretrained["result"].tower
+  tower = build_visual_tower(BackboneConfig("light", 32), AttentionConfig("none"), name="src")
   save_backbone_weights(tower, path)
-  images = pretrained["images"][:8].astype("float32")
+  images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
   inputs = {IMAGE_INPUT: images, CATEGORY_INPUT: np.ones(8, "int64")}
   want = np.asarray(feature_model(tower)(inputs, training=False))
+  fresh = build_visual_tower(BackboneConfig("light", 32), AttentionConfig("none"))
+  assert not np.allclose(np.asarray(feature_model(fresh)(inputs, training=False)), want)
   for kind in ("none", "cscnn"):   # attention on the light net's branches reorders its layers
     dst = build_visual_tower(BackboneConfig("light", 32, weights=path), AttentionConfig(kind), 5)
     if kind == "none":
@@ -150,6 +153,16 @@ def test_split_vocabulary_and_augmentation_are_deterministic_and_light():
   own = np.abs(y - x.numpy()).mean((1, 2, 3))
   other = np.abs(y - np.roll(x.numpy(), 1, 0)).mean((1, 2, 3))
   assert (own < other).all() or np.mean(own) < np.mean(other)
+
+
+def test_the_summary_prints_the_pretraining_beside_the_reference():
+  from tfx_pipeline.summary import format_summary
+  metrics = {"pretrained": {"category_top1": 0.93, "title_word_recall_at_10": 0.61},
+             "random": {"category_top1": 0.41, "title_word_recall_at_10": 0.33}, "ads": {"heldout": 57}}
+  text = format_summary({"pretrain": {"uri": "/x", "metrics": metrics}})
+  assert ("catalogue pretraining (57 held-out ads): category top-1 0.930 (random weights 0.410), "
+          "title-word recall@10 0.610 (random 0.330)") in text
+  assert "catalogue pretraining" not in format_summary({})
 
 
 @pytest.fixture(scope="module")
