@@ -167,7 +167,7 @@ def test_the_summary_prints_the_pretraining_beside_the_reference():
 
 @pytest.fixture(scope="module")
 def catalogue_run(tmp_path_factory):
-  """`pipeline run --visual-init catalogue` on the tiny sample of the e2e tests (~4 min)."""
+  """`pipeline run --visual-init catalogue` on the tiny sample of the e2e tests (~6 min)."""
   from conftest import RUN, TINY, cscnn
   base = tmp_path_factory.mktemp("catalogue_init")
   data, out = str(base / "data"), str(base / "out")
