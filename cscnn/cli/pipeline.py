@@ -145,7 +145,7 @@ def _add_run(pipe) -> None:
                       "ad catalogue's images, categories and title words by the CataloguePretrain component), "
                       "imagenet (efficientnet_lite0: the ImageNet weights make setup converts) or a Keras "
                       "weights file of the same backbone; --variant fixed freezes it. --backbone-weights is "
-                      f"another name for it (default: {choices.VISUAL_INIT})")
+                      "another name for it")
   r.add_argument("--pretrain-steps", type=int, default=configs.PRETRAIN_STEPS,
                  help="CataloguePretrain's batches (with --visual-init catalogue)")
   r.add_argument("--image-size", type=int, default=trainer.visual.image_size, help="S: images are resized to S x S")
