@@ -7,7 +7,8 @@ data root, or absolute). Every image is decoded, converted to RGB and fitted int
 padded with grey, centred, so portrait posters are not squashed), and stored re-encoded as PNG
 in the feature
 ``image``. Output features: ``ad_id`` (bytes), ``category_id`` (int64), ``image`` (PNG bytes),
-``image_ok`` (1, or 0 for a fallback image).
+``image_ok`` (1, or 0 for a fallback image), ``title_words`` (bytes: the optional column
+``title_words`` as it is, '' without it; catalogue pretraining learns from it).
 
 Bad input stops the component with an error naming the file, line and ad: a missing column, a
 non-integer category, a duplicate ad_id, and a missing, empty or undecodable image. With
@@ -27,7 +28,7 @@ from tfx import v1 as tfx
 
 from spec.choices import ON_BAD_IMAGE   # in spec/ so that the CLI offers it without importing TFX
 from tfx_pipeline.catalog import (AD_COLUMN, CATALOG_SPLIT, CATEGORY_COLUMN, IMAGE_FEATURE, IMAGE_OK_FEATURE,
-                                  CatalogError)
+                                  TITLE_FEATURE, CatalogError)
 
 REQUIRED_COLUMNS = (AD_COLUMN, CATEGORY_COLUMN, IMAGE_FEATURE)
 PAD_COLOUR = (128, 128, 128)     # the border of a non-square image, and the blank fallback image
@@ -117,12 +118,22 @@ def read_catalog(catalog_path: str, data_root: str, image_size: int, on_bad_imag
     logging.warning("catalogue: %d of %d ads got the blank fallback image", bad, len(seen))
 
 
-def to_example(ad_id: str, category_id: int, png: bytes, ok: int) -> bytes:
+def read_titles(catalog_path: str) -> dict:
+  """ad_id -> its ``title_words`` value; empty without that column (read_catalog validates the rest)."""
+  with open(catalog_path, newline="") as fh:
+    reader = csv.DictReader(fh)
+    if TITLE_FEATURE not in (reader.fieldnames or []):
+      return {}
+    return {row[AD_COLUMN]: row[TITLE_FEATURE] or "" for row in reader if row.get(AD_COLUMN)}
+
+
+def to_example(ad_id: str, category_id: int, png: bytes, ok: int, title: str = "") -> bytes:
   feature = {
       AD_COLUMN: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ad_id.encode()])),
       CATEGORY_COLUMN: tf.train.Feature(int64_list=tf.train.Int64List(value=[category_id])),
       IMAGE_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
       IMAGE_OK_FEATURE: tf.train.Feature(int64_list=tf.train.Int64List(value=[ok])),
+      TITLE_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[title.encode()])),
   }
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -141,10 +152,11 @@ def AdCatalogGen(
   out_dir = os.path.join(examples.uri, f"Split-{CATALOG_SPLIT}")
   tf.io.gfile.makedirs(out_dir)
   n = bad = 0
+  titles = read_titles(catalog_path) if os.path.exists(catalog_path) else {}
   with tf.io.TFRecordWriter(os.path.join(out_dir, "data_tfrecord-00000-of-00001.gz"),
                             options="GZIP") as writer:
     for ad_id, category_id, png, ok in read_catalog(catalog_path, data_root, image_size, on_bad_image):
-      writer.write(to_example(ad_id, category_id, png, ok))
+      writer.write(to_example(ad_id, category_id, png, ok, titles.get(ad_id, "")))
       n += 1
       bad += 1 - ok
   if n == 0:

@@ -33,6 +33,7 @@ input its ImageNet weights expect.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from typing import Dict, List, Optional, Tuple
 
@@ -42,11 +43,12 @@ import numpy as np
 
 from models import efficientnet_lite
 from models.attention import AttentionConfig, ConvAttention
-from spec.choices import BACKBONES, PLACEMENTS
+from spec.choices import BACKBONES, CATALOGUE, PLACEMENTS
 from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 
 PROJECTION = "x_v"
 IMAGENET = "imagenet"
+LAYER_KEYS_ATTR = "cscnn_layer_keys"   # save_backbone_weights: layer name -> its entry in the file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +64,9 @@ class BackboneConfig:
                                           # efficientnet_lite0 keeps its reference's 0.99
   light_channels: Tuple[int, ...] = (16, 32, 64, 64)
   cnnf_fc_units: Tuple[int, ...] = (4096, 4096)
-  weights: Optional[str] = None           # None (random), "imagenet" or a Keras weights file
+  weights: Optional[str] = None           # None (random), "imagenet", a Keras weights file, or
+                                          # "catalogue" (the pipeline's CataloguePretrain file; the
+                                          # Trainer puts its path here before building)
 
   def __post_init__(self):
     if self.name not in BACKBONES:
@@ -96,6 +100,9 @@ class BackboneConfig:
     """The file ``weights`` names (None without weights)."""
     if self.weights == IMAGENET:
       return efficientnet_lite.imagenet_weights_path()
+    if self.weights == CATALOGUE:
+      raise ValueError(f"weights={CATALOGUE!r} names CataloguePretrain's artifact, which the pipeline's Trainer "
+                       "resolves to its weights file; outside the pipeline give the file's path")
     return self.weights
 
 
@@ -254,11 +261,22 @@ def weights_file_keys(model: keras.Model) -> Dict[str, str]:
   return keys
 
 
+def save_backbone_weights(model: keras.Model, path: str) -> None:
+  """``model.save_weights(path)`` plus, as the file's attribute ``cscnn_layer_keys``, the entry
+  of every layer by name (``weights_file_keys``), so that ``load_backbone_weights`` finds each
+  backbone layer by its name: the file then loads into a tower of the same backbone with any
+  attention placement (Keras' own class-and-order keys shift when attention reorders layers)."""
+  model.save_weights(path)
+  with h5py.File(path, "a") as f:
+    f.attrs[LAYER_KEYS_ATTR] = json.dumps(weights_file_keys(model))
+
+
 def load_backbone_weights(model: keras.Model, path: str) -> List[str]:
   """Loads the backbone layers of ``model`` (``backbone_layers``) from ``path``, a Keras weights
   file that ``save_weights`` wrote from a model with the same backbone (a tower with any
   attention, or the ImageNet converter's classifier model); returns the names of the layers
-  loaded. Layers are matched as Keras matches them (``weights_file_keys``: by class and order).
+  loaded. Layers are matched by name in a file that ``save_backbone_weights`` wrote, otherwise
+  as Keras matches them (``weights_file_keys``: by class and order).
   efficientnet_lite0 is a chain, so its files load into towers with any attention; where a
   backbone has parallel branches (the projection shortcuts of light and resnet18), attaching
   attention reorders same-class layers, and a file loads into a tower with the same attention
@@ -275,6 +293,9 @@ def load_backbone_weights(model: keras.Model, path: str) -> List[str]:
     raise ValueError(f"cannot read backbone weights from {path}: {e}") from e
   keys = weights_file_keys(model)
   with f:
+    if LAYER_KEYS_ATTR in f.attrs:   # saved by save_backbone_weights: the entries by layer name
+      saved = json.loads(f.attrs[LAYER_KEYS_ATTR])
+      keys = {name: saved.get(name, f"no layer named {name!r}") for name in keys}
     entries = f["layers"] if "layers" in f else {}
     layers = backbone_layers(model)
     stores, missing = [], []

@@ -38,7 +38,8 @@ class VisualConfig:
   attention: Optional[str] = None          # override of the variant's attention kind
   spatial_norm: bool = False
   dedup: bool = True
-  backbone_weights: Optional[str] = None   # "imagenet" or a Keras weights file (BackboneConfig.weights)
+  backbone_weights: Optional[str] = None   # "imagenet", a Keras weights file, or "catalogue" (the
+                                           # pipeline's CataloguePretrain file; BackboneConfig.weights)
 
   def __post_init__(self):
     if self.variant not in choices.VISUAL_VARIANTS:

@@ -9,6 +9,15 @@ VISUAL_VARIANT = "cscnn"
 BACKBONES = ("light", "resnet18", "cnnf", "efficientnet_lite0")   # models/backbones.py builds each
 BACKBONE = "light"              # small enough for 32x32 images on a CPU (models/backbones.py)
 
+# Where the visual backbone starts (`pipeline run --visual-init`, VisualConfig.backbone_weights):
+# random weights, the pipeline's CataloguePretrain on the ad catalogue, the converted ImageNet
+# weights (efficientnet_lite0), or else the path of a Keras weights file.
+SCRATCH = "scratch"
+CATALOGUE = "catalogue"
+IMAGENET = "imagenet"
+VISUAL_INITS = (SCRATCH, CATALOGUE, IMAGENET)
+VISUAL_INIT = SCRATCH
+
 ATTENTION_KINDS = ("none", "se", "se_prior", "cbam_channel", "cbam_channel_prior", "cbam", "cscnn")
 
 PLACEMENTS = ("per-conv", "per-block")   # where attention sits in a ResNet-18 (models/backbones.py)

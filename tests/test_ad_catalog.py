@@ -72,3 +72,19 @@ def test_missing_column(tmp_path):
   (tmp_path / "ads.csv").write_text("ad_id,category_id\na1,1\n")
   with pytest.raises(CatalogError, match=r"missing required column\(s\) \['image'\]"):
     list(read_catalog(str(tmp_path / "ads.csv"), str(tmp_path), image_size=8))
+
+
+def test_the_catalogue_artifact_carries_the_title_words(tmp_path):
+  import tensorflow as tf
+  from components.ad_catalog import read_titles, to_example
+  from tfx_pipeline.catalog import TITLE_FEATURE, parse_catalog
+  path = _catalog(tmp_path, {"a1": _png()})
+  assert read_titles(path) == {"a1": "t"}
+  ex = parse_catalog(tf.constant(to_example("a1", 1, _png(), 1, "red shoe")))
+  assert ex[TITLE_FEATURE].numpy() == b"red shoe"
+  old = tf.train.Example()   # written before titles were stored: parses with an empty title
+  old.ParseFromString(to_example("a1", 1, _png(), 1))
+  del old.features.feature[TITLE_FEATURE]
+  assert parse_catalog(tf.constant(old.SerializeToString()))[TITLE_FEATURE].numpy() == b""
+  (tmp_path / "no_titles.csv").write_text("ad_id,category_id,image\na1,1,images/a1.png\n")
+  assert read_titles(str(tmp_path / "no_titles.csv")) == {}

@@ -27,6 +27,7 @@ TARGET_ATTENTION = ("category_id", "clicked_categories")
 TRAIN_STEPS = 1800              # ~9.6 passes over the sample's 48k training rows: the image variants need
                                 # them to learn the visual effect from clicks (docs/design-notes.md)
 EVAL_STEPS = 50
+PRETRAIN_STEPS = 300            # CataloguePretrain's batches (visual init catalogue; models/pretrain.py)
 TRAIN_BATCH_SIZE = 256
 EVAL_BATCH_SIZE = 512
 

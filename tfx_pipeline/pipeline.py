@@ -11,7 +11,9 @@ serving signatures and evaluates them with TFMA like a candidate; the Evaluator 
 blesses a model only if its per-user AUC beats the best of them by `baseline_margin`.
 
 With images (visual_variant != "none"): AdCatalogGen (catalogue + images) feeds VisualTrainer
-(the Trainer with the catalogue as an input); VisualEmbeddingGen (Beam) then embeds the
+(the Trainer with the catalogue as an input); with ``trainer.visual.backbone_weights ==
+"catalogue"`` CataloguePretrain pretrains the backbone on the catalogue between them and
+VisualTrainer starts from its weights; VisualEmbeddingGen (Beam) then embeds the
 catalogue with the trained CNN into the visual table and builds the CNN-free serving model,
 which the Evaluator judges and the Pusher pushes.
 """
@@ -25,9 +27,11 @@ from tfx import v1 as tfx
 from components.ad_catalog import AdCatalogGen
 from components.anomalies_gate import AnomaliesGate
 from components.baseline_gen import BaselineGen
+from components.catalog_pretrain import CataloguePretrain
 from components.gated_evaluator import GatedEvaluator
 from components.visual_embedding_gen import VisualEmbeddingGen
 from components.visual_trainer import VisualTrainer
+from spec.choices import CATALOGUE
 from spec.features import COLD_BY, DEFAULT_SPEC, FeatureSpec
 from tfx_pipeline import configs
 from tfx_pipeline.evaluation import eval_config
@@ -57,6 +61,7 @@ def create_pipeline(
     cold_by: str = COLD_BY[0],
     baseline_margin: float = configs.BASELINE_MARGIN,
     baseline_neighbors: int = configs.BASELINE_NEIGHBORS,
+    pretrain_steps: int = configs.PRETRAIN_STEPS,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline. Pure: no global state, no writes; the only I/O is the read-only
   detection of the input layout when `input_layout` is None (see below).
@@ -76,8 +81,9 @@ def create_pipeline(
       batch size, seed, ...). With ``trainer.visual.variant`` other than ``none`` (fixed /
       finetune / cbam / cscnn) the ad catalogue (``<data_root>/ads/ads.csv`` + images, resized to
       ``trainer.visual.image_size``) enters through AdCatalogGen, VisualTrainer trains end to
-      end, and VisualEmbeddingGen builds the visual table and the CNN-free serving model that
-      the Evaluator judges and the Pusher pushes.
+      end (from CataloguePretrain's weights when ``trainer.visual.backbone_weights`` is
+      ``catalogue``; `pretrain_steps` batches of it), and VisualEmbeddingGen builds the visual
+      table and the CNN-free serving model that the Evaluator judges and the Pusher pushes.
     spec: the data set's columns (`spec.FeatureSpec`); Transform, the Trainer, BaselineGen and
       the evaluation all follow it. A spec other than the default needs its own schema file
       (`schema_path`, written by `tfx_pipeline.schema.write_schema(path, spec)`).
@@ -100,6 +106,8 @@ def create_pipeline(
     baseline_margin: the model's per-user AUC must be at least the best heuristic baseline's
       plus this to be blessed; negative: no baseline gate (the baselines are still reported).
     baseline_neighbors: ads kept per ad by the item-to-item co-occurrence baseline.
+    pretrain_steps: CataloguePretrain's batches (with the visual init ``catalogue`` only); its
+      seed is the trainer's.
   """
   cold_by = check_cold_by({"cold_by": cold_by})
   if spec != DEFAULT_SPEC and schema_path == SCHEMA_PATH:
@@ -150,13 +158,20 @@ def create_pipeline(
   else:
     catalog_gen = AdCatalogGen(data_root=data_root, catalog_path=configs.CATALOG_PATH,
                                image_size=image_size, on_bad_image=on_bad_image)
-    trainer = VisualTrainer(catalog=catalog_gen.outputs["examples"], **trainer_args)
+    visual_components = [catalog_gen]
+    pretrained = None
+    if trainer.visual.backbone_weights == CATALOGUE:
+      pretrain = CataloguePretrain(catalog=catalog_gen.outputs["examples"], backbone=trainer.visual.backbone,
+                                   image_size=image_size, steps=pretrain_steps, seed=trainer.seed)
+      pretrained = pretrain.outputs["model"]
+      visual_components.append(pretrain)
+    trainer = VisualTrainer(catalog=catalog_gen.outputs["examples"], pretrained=pretrained, **trainer_args)
     embedding_gen = VisualEmbeddingGen(
         model=trainer.outputs["model"], catalog=catalog_gen.outputs["examples"],
         examples=example_gen.outputs["examples"], transform_graph=transform.outputs["transform_graph"],
         min_impressions=table_min_impressions, top_k=table_top_k)
     serving_model = embedding_gen.outputs["serving_model"]
-    visual_components = [catalog_gen, embedding_gen]
+    visual_components.append(embedding_gen)
 
   model_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

@@ -38,7 +38,7 @@ def _latest_run(store) -> Dict[str, Any]:
   ctx_types = {t.id: t.name for t in store.get_context_types()}
   runs = [c for c in store.get_contexts() if ctx_types.get(c.type_id) == "pipeline_run"]
   if not runs:
-    return {"id": None, "states": {}, "outputs": {}, "unfinished": []}
+    return {"id": None, "states": {}, "outputs": {}, "unfinished": [], "by_component": {}}
   run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
   exec_types = {t.id: t.name for t in store.get_execution_types()}
   executions = store.get_executions_by_context(run.id)
@@ -49,14 +49,20 @@ def _latest_run(store) -> Dict[str, Any]:
     if e.last_known_state not in _DONE:
       unfinished.append(component)
   events = store.get_events_by_execution_ids([e.id for e in executions]) if executions else []
-  out_ids = sorted({ev.artifact_id for ev in events if ev.type == metadata_store_pb2.Event.OUTPUT})
+  out_events = [ev for ev in events if ev.type == metadata_store_pb2.Event.OUTPUT]
+  out_ids = sorted({ev.artifact_id for ev in out_events})
   art_types = {t.id: t.name for t in store.get_artifact_types()}
+  component_of = {e.id: exec_types.get(e.type_id, "?").rsplit(".", 1)[-1] for e in executions}
+  producer = {ev.artifact_id: component_of.get(ev.execution_id) for ev in out_events}
   outputs: Dict[str, Any] = {}
+  by_component: Dict[str, Any] = {}
   for a in store.get_artifacts_by_id(out_ids) if out_ids else []:
     name = art_types.get(a.type_id)
     if name not in outputs or a.id > outputs[name].id:
       outputs[name] = a
-  return {"id": run.name, "states": states, "outputs": outputs, "unfinished": unfinished}
+    by_component.setdefault(producer.get(a.id), []).append(a)
+  return {"id": run.name, "states": states, "outputs": outputs, "unfinished": unfinished,
+          "by_component": by_component}
 
 
 def _transform_config(store) -> Dict[str, str]:
@@ -134,6 +140,12 @@ def run_summary(output_dir: str) -> Dict[str, Any]:
     if os.path.exists(stats):
       with open(stats) as f:
         summary["visual_table"] = json.load(f)
+  for component, artifacts in run["by_component"].items():   # CataloguePretrain's metrics.json
+    for a in artifacts:
+      metrics_file = os.path.join(a.uri, "metrics.json")
+      if component and "Pretrain" in component and os.path.exists(metrics_file):
+        with open(metrics_file) as f:
+          summary["pretrain"] = {"uri": a.uri, "metrics": json.load(f)}
   if blessing is not None:
     summary["blessed"] = bool(blessing.custom_properties["blessed"].int_value)
   if pushed is not None:
@@ -189,6 +201,14 @@ def format_summary(s: Dict[str, Any]) -> str:
       best = "   <- best baseline" if name == baselines["best"] else ""
       lines.append(f"  {name:<18} AUC {o.get('auc', float('nan')):.4f}   per-user AUC "
                    f"{o.get('per_user_auc', float('nan')):.4f}   cold-ad AUC {_auc_with_error(c)}{best}")
+  pretrain = (s.get("pretrain") or {}).get("metrics")
+  if pretrain:
+    p, r = pretrain["pretrained"], pretrain["random"]
+    recall = next((k for k in p if k.startswith("title_word_recall_at_")), None)
+    lines.append(f"catalogue pretraining ({pretrain['ads']['heldout']} held-out ads): category top-1 "
+                 f"{p['category_top1']:.3f} (random weights {r['category_top1']:.3f}), "
+                 + (f"title-word recall@{recall.rsplit('_', 1)[-1]} {p[recall]:.3f} (random {r[recall]:.3f})"
+                    if recall else ""))
   table = s.get("visual_table")
   if table:
     lines.append(f"visual table: {table['rows']} ads x {table['dim']} ({table['table_bytes']:,} bytes), "

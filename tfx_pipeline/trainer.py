@@ -2,7 +2,9 @@
 
 ``fn_args.custom_config``: ``settings`` (`tfx_pipeline.settings.TrainerSettings.to_dict()`),
 ``spec`` (`spec.FeatureSpec.to_dict()`: the data set's features, label and roles) and, set by
-VisualTrainer, ``catalog_uri``. The train / eval step counts come from the Trainer's
+VisualTrainer, ``catalog_uri`` and (after CataloguePretrain) ``pretrained_uri``: the backbone
+then starts from that artifact's weights file (``visual.backbone_weights`` is ``catalogue`` in
+the settings and becomes the file's path). The train / eval step counts come from the Trainer's
 TrainArgs / EvalArgs, which `create_pipeline` fills from the settings.
 
 Without images (variant ``none``) it exports the serving SavedModel directly
@@ -17,6 +19,7 @@ a fixed panel of ads from several categories.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +34,9 @@ from tfx_bsl.public import tfxio
 
 from models.backbones import attention_maps_model
 from models.ctr import build_model
+from models.pretrain import WEIGHTS_FILE
+from models.visual import VisualConfig
+from spec.choices import CATALOGUE
 from spec.features import IMAGE_KEY, FeatureSpec, transformed_name
 from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 from tfx_pipeline import configs
@@ -170,6 +176,16 @@ def _unique_per_batch(dataset, batches: int = 10) -> float:
   return float(np.mean(counts)) if counts else 0.0
 
 
+def resolve_catalogue_init(visual: VisualConfig, pretrained_uri) -> VisualConfig:
+  """``backbone_weights="catalogue"`` -> the weights file in CataloguePretrain's artifact."""
+  if visual.backbone_weights != CATALOGUE:
+    return visual
+  if not pretrained_uri:
+    raise ValueError("visual init 'catalogue' needs CataloguePretrain's artifact (pretrained_uri): build the "
+                     "pipeline with tfx_pipeline.pipeline.create_pipeline")
+  return dataclasses.replace(visual, backbone_weights=os.path.join(pretrained_uri, WEIGHTS_FILE))
+
+
 def run_fn(fn_args: tfx.components.FnArgs):
   """Called by the TFX Trainer."""
   custom = fn_args.custom_config or {}
@@ -178,6 +194,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
     raise ValueError(f"the Trainer's custom_config misses {missing}: build the pipeline with "
                      "tfx_pipeline.pipeline.create_pipeline")
   settings = TrainerSettings.from_dict(custom["settings"])
+  settings = settings.replace(visual=resolve_catalogue_init(settings.visual, custom.get("pretrained_uri")))
   spec = FeatureSpec.from_dict(custom["spec"])
   dcn, visual, batch_size, epochs = settings.model, settings.visual, settings.batch_size, settings.epochs
   per_ad = settings.impressions_per_ad

@@ -30,9 +30,9 @@ def _trainer_settings(args):
     visual["dedup"] = False
   if args.spatial_norm:
     visual["spatial_norm"] = True
-  if args.backbone_weights is not None:
-    visual["backbone_weights"] = (args.backbone_weights if args.backbone_weights == "imagenet"
-                                  else os.path.abspath(args.backbone_weights))
+  weights = _backbone_weights(args.visual_init)
+  if weights is not None:
+    visual["backbone_weights"] = weights
   return TrainerSettings.from_dict({
       "model": model, "visual": visual, "train_steps": args.train_steps, "eval_steps": args.eval_steps,
       "batch_size": args.batch_size, "epochs": args.epochs, "seed": args.seed,
@@ -40,20 +40,53 @@ def _trainer_settings(args):
       "distribution": args.distribution})
 
 
-def _check_backbone_weights(args) -> None:
-  """A UsageError saying why ``--backbone-weights`` cannot work with ``--backbone``, if it cannot."""
-  if args.backbone_weights is None:
+def _backbone_weights(init: str):
+  """``--visual-init`` -> VisualConfig.backbone_weights: None (scratch), ``catalogue``,
+  ``imagenet`` or the absolute path of a weights file."""
+  from spec import choices
+  if init == choices.SCRATCH:
+    return None
+  if init in choices.VISUAL_INITS:
+    return init
+  return os.path.abspath(init)
+
+
+def _check_visual_init(args) -> None:
+  """A UsageError saying why ``--visual-init`` cannot work with the variant and backbone, if it
+  cannot."""
+  from spec import choices
+  init = args.visual_init
+  if init == choices.SCRATCH:
+    return
+  if args.variant == "none":
+    raise UsageError(f"--visual-init {init} starts the image encoder, and --variant none has none")
+  if init == choices.CATALOGUE:
+    if args.pretrain_steps < 1:
+      raise UsageError(f"--pretrain-steps must be >= 1, got {args.pretrain_steps}")
     return
   from models.efficientnet_lite import NAME, imagenet_weights_path
-  if args.backbone_weights == "imagenet":
+  if init == choices.IMAGENET:
     if args.backbone != NAME:
-      raise UsageError(f"--backbone-weights imagenet exists for --backbone {NAME} only, not {args.backbone}")
+      raise UsageError(f"--visual-init imagenet exists for --backbone {NAME} only, not {args.backbone}")
     try:
       imagenet_weights_path()
     except FileNotFoundError as e:
       raise UsageError(str(e)) from e
-  elif not os.path.isfile(args.backbone_weights):
-    raise UsageError(f"--backbone-weights {args.backbone_weights}: no such file")
+  elif not os.path.isfile(init):
+    raise UsageError(f"--visual-init {init}: no such file (nor one of {', '.join(choices.VISUAL_INITS)})")
+
+
+def _check_weights_file(visual) -> None:
+  """Loads a ``--visual-init PATH`` file into the tower once, so that a wrong one stops before the
+  pipeline starts, naming the layer and both shapes (`models.backbones.load_backbone_weights`)."""
+  from spec import choices
+  if visual.backbone_weights in (None, *choices.VISUAL_INITS):
+    return
+  from models.backbones import build_visual_tower
+  try:
+    build_visual_tower(visual.backbone_config(), visual.attention_config(), num_categories=2)
+  except ValueError as e:
+    raise UsageError(f"--visual-init {visual.backbone_weights}: {e}") from e
 
 
 def _add_cold_by(parser) -> None:
@@ -106,9 +139,15 @@ def _add_run(pipe) -> None:
                  help="visual model (paper Table 8); none = DCN without images")
   r.add_argument("--backbone", default=trainer.visual.backbone, choices=choices.BACKBONES,
                  help="CNN of the visual tower (light: small residual net for CPUs)")
-  r.add_argument("--backbone-weights", default=None, metavar="imagenet|PATH",
-                 help="start the backbone from weights: imagenet (efficientnet_lite0: the ImageNet weights "
-                      "make setup converts) or a Keras weights file of the same backbone (default: random)")
+  r.add_argument("--visual-init", "--backbone-weights", dest="visual_init", default=choices.VISUAL_INIT,
+                 metavar="|".join(choices.VISUAL_INITS) + "|PATH",
+                 help="where the image encoder starts: scratch (random weights), catalogue (pretrained on the "
+                      "ad catalogue's images, categories and title words by the CataloguePretrain component), "
+                      "imagenet (efficientnet_lite0: the ImageNet weights make setup converts) or a Keras "
+                      "weights file of the same backbone; --variant fixed freezes it. --backbone-weights is "
+                      "another name for it")
+  r.add_argument("--pretrain-steps", type=int, default=configs.PRETRAIN_STEPS,
+                 help="CataloguePretrain's batches (with --visual-init catalogue)")
   r.add_argument("--image-size", type=int, default=trainer.visual.image_size, help="S: images are resized to S x S")
   r.add_argument("--impressions-per-ad", type=int, default=trainer.impressions_per_ad,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")
@@ -147,7 +186,7 @@ def _cmd_pipeline_run(args) -> int:
   from tfx_pipeline.input_check import InputDataError, check_impressions
   from tfx_pipeline.schema import SCHEMA_PATH, write_schema
   from spec.files import DATA_SPEC_FILE, column_location
-  _check_backbone_weights(args)
+  _check_visual_init(args)
   if args.spec is None and os.path.isfile(os.path.join(args.data, DATA_SPEC_FILE)):
     args.spec = os.path.join(args.data, DATA_SPEC_FILE)   # the data folder's own spec
     print(f"feature spec: {args.spec}", flush=True)
@@ -156,6 +195,7 @@ def _cmd_pipeline_run(args) -> int:
     settings = _trainer_settings(args)
   except ValueError as e:
     raise UsageError(str(e)) from e
+  _check_weights_file(settings.visual)
   if not args.skip_input_check:
     try:
       rows = check_impressions(args.data, spec, locate=None if args.spec is None else
@@ -186,7 +226,8 @@ def _cmd_pipeline_run(args) -> int:
                      trainer=settings, spec=spec, schema_path=schema_path, auc_floor=args.auc_floor,
                      auc_tolerance=args.auc_tolerance, on_bad_image=args.on_bad_image,
                      table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k,
-                     enable_cache=args.cache, cold_by=args.cold_by, baseline_margin=args.baseline_margin)
+                     enable_cache=args.cache, cold_by=args.cold_by, baseline_margin=args.baseline_margin,
+                     pretrain_steps=args.pretrain_steps)
   except Exception as e:  # pylint: disable=broad-except
     print(f"cscnn pipeline run: the pipeline failed: {type(e).__name__}: {e}", file=sys.stderr)
     return 1
