@@ -156,3 +156,23 @@ def test_the_serving_table_of_the_transfer_variant_scores_as_the_full_model():
   out = serving({t.name: x[t.name] for t in serving.inputs})
   assert np.all(np.asarray(out["visual_fallback"]) == 0)
   np.testing.assert_allclose(np.asarray(out["ctr"]), np.asarray(model(x, training=False)), atol=1e-6, rtol=0)
+
+
+def test_the_transfer_variant_starts_its_frozen_backbone_from_a_weights_file(tmp_path):
+  """--visual-init PATH / catalogue: the file CataloguePretrain writes (save_backbone_weights of a
+  tower without attention) loads into the transfer tower's backbone."""
+  from models.attention import AttentionConfig
+  from models.backbones import BackboneConfig, backbone_layers, build_visual_tower, save_backbone_weights
+  from models.visual import VisualConfig, build_tower
+  keras.utils.set_random_seed(7)
+  source = build_visual_tower(BackboneConfig("light", SIZE), AttentionConfig("none"), name="pretrained")
+  path = str(tmp_path / "backbone.weights.h5")
+  save_backbone_weights(source, path)
+  keras.utils.set_random_seed(8)
+  tower = build_tower(VisualConfig("transfer", "light", image_size=SIZE, backbone_weights=path), CATS)
+  layers = backbone_layers(source)
+  assert len(layers) > 5
+  for layer in layers:
+    for a, b in zip(tower.get_layer(layer.name).get_weights(), layer.get_weights()):
+      np.testing.assert_array_equal(a, b)
+  assert not tower.get_layer(layers[0].name).trainable
