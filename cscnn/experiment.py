@@ -110,7 +110,7 @@ def baseline_results(results: List[Dict]) -> List[Dict]:
 
 
 def run_ablation(data: str, output: str, grid: str = "variants",
-                 variants: Sequence[str] = choices.VISUAL_VARIANTS,
+                 variants: Sequence[str] = choices.TABLE8_VARIANTS,
                  seeds: int = 3, run_args: Sequence[str] = (), log=print) -> List[Dict]:
   cells = cells_for(grid, variants)
   plan = []                                      # seed-major: a partial run already compares variants

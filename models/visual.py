@@ -5,6 +5,17 @@ Variants (paper Table 8): ``none`` (DCN without image), ``fixed`` (a CNN whose c
 are frozen; only the projection to x_v learns), ``finetune`` (the CNN trained end to end),
 ``cbam`` (+ CBAM attention), ``cscnn`` (+ category-specific attention). ``attention`` can
 override the variant's attention kind for the Table 5 baselines (se, se_prior, ...).
+
+Beyond Table 8, ``transfer`` is the multimodal transfer of JD's recommender (seed
+jd_rec_multiobjective_sequence_multimodal, "Multimodal Features"): the backbone is frozen as in
+``fixed`` (meant to start from pretrained weights, ``--visual-init``), a learnt linear map takes
+its pooled features to a ``transfer_dim``-d image embedding (64, the seed's width), and
+`CategoryGatedTransfer` (``transfer_experts`` shared experts, one softmax gate per category id)
+maps that embedding to x_v. The 64-d map is learnt with the click loss, not taken from the
+pretraining: CataloguePretrain's artifact holds the backbone only (its 64-d contrastive head is
+a training device, discarded), and ImageNet or a user's file have no such head, so a learnt map
+keeps one model for every ``--visual-init``. The whole head lives in the tower, so the offline
+visual table holds its output per ad (with the ad's category) and serving stays CNN-free.
 """
 
 from __future__ import annotations
@@ -16,8 +27,9 @@ import keras
 import tensorflow as tf
 
 from models.attention import AttentionConfig
-from models.backbones import BackboneConfig, build_visual_tower
+from models.backbones import PROJECTION, BackboneConfig, build_visual_tower
 from models.defaults import IMAGE_SIZE
+from models.transfer import CategoryGatedTransfer
 from spec import choices
 from spec.features import transformed_name
 from spec.names import CATEGORY_INPUT, IMAGE_INPUT, IMAGE_KEY_INPUT
@@ -40,10 +52,16 @@ class VisualConfig:
   dedup: bool = True
   backbone_weights: Optional[str] = None   # "imagenet", a Keras weights file, or "catalogue" (the
                                            # pipeline's CataloguePretrain file; BackboneConfig.weights)
+  transfer_dim: int = 64                   # variant transfer: width of the image embedding (the seed's 64)
+  transfer_experts: int = 4                # variant transfer: shared experts of CategoryGatedTransfer
 
   def __post_init__(self):
     if self.variant not in choices.VISUAL_VARIANTS:
       raise ValueError(f"visual variant must be one of {choices.VISUAL_VARIANTS}, got {self.variant!r}")
+    for name in ("transfer_dim", "transfer_experts"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"visual {name} must be an integer >= 1, got {value!r}")
     self.backbone_config()
     self.attention_config()
 
@@ -52,14 +70,15 @@ class VisualConfig:
     return self.variant != "none"
 
   def attention_config(self) -> AttentionConfig:
-    kind = self.attention or {"fixed": "none", "finetune": "none", "none": "none"}.get(
-        self.variant, self.variant)
+    kind = self.attention or {"fixed": "none", "finetune": "none", "none": "none",
+                              choices.TRANSFER: "none"}.get(self.variant, self.variant)
     return AttentionConfig(kind, self.channel_prior, self.spatial_prior, self.reduction,
                            spatial_norm=self.spatial_norm)
 
   def backbone_config(self) -> BackboneConfig:
     return BackboneConfig(self.backbone, self.image_size, self.output_dim, self.placement,
-                          self.attention_layers, freeze=self.variant == "fixed", weights=self.backbone_weights)
+                          self.attention_layers, freeze=self.variant in choices.FROZEN_VARIANTS,
+                          weights=self.backbone_weights)
 
   @classmethod
   def from_dict(cls, d) -> "VisualConfig":
@@ -112,6 +131,27 @@ class DedupApply(keras.layers.Layer):
     return cls(**config)
 
 
+TRANSFER_EMBED = "transfer_embed"   # the learnt linear map to the transfer_dim-d image embedding
+TRANSFER = "transfer"               # the CategoryGatedTransfer layer, whose output is x_v
+
+
+def build_tower(cfg: VisualConfig, num_categories: int, name: Optional[str] = None) -> keras.Model:
+  """The variant's tower: {image, category} -> x_v (B, output_dim).
+
+  For ``transfer``: the frozen backbone's pooled features (the input of its x_v projection,
+  which the tower leaves out) -> Dense(transfer_dim) -> CategoryGatedTransfer(output_dim,
+  transfer_experts, num_categories) keyed by the category input. One flat functional model, so
+  the offline table (VisualEmbeddingGen) and the saved model see it like any other tower."""
+  backbone = build_visual_tower(cfg.backbone_config(), cfg.attention_config(), num_categories, name=name)
+  if cfg.variant != choices.TRANSFER:
+    return backbone
+  features = backbone.get_layer(PROJECTION).input
+  embedding = keras.layers.Dense(cfg.transfer_dim, name=TRANSFER_EMBED)(features)
+  x_v = CategoryGatedTransfer(cfg.output_dim, cfg.transfer_experts, num_categories, name=TRANSFER)(
+      (embedding, backbone.input[CATEGORY_INPUT]))
+  return keras.Model(backbone.input, x_v, name=backbone.name)
+
+
 def make_visual_tower(cfg: VisualConfig, num_categories: int, category_feature: str):
   """The DCN seam's callable: builds the CNN and returns ({image, image_key inputs}, x_v).
 
@@ -125,8 +165,7 @@ def make_visual_tower(cfg: VisualConfig, num_categories: int, category_feature: 
     s = cfg.image_size
     image = keras.Input((s, s, 3), dtype="float32", name=IMAGE_INPUT)
     key = keras.Input((), dtype="int64", name=IMAGE_KEY_INPUT)
-    cnn = build_visual_tower(cfg.backbone_config(), cfg.attention_config(), num_categories,
-                             name="cnn")
+    cnn = build_tower(cfg, num_categories, name="cnn")
     x_v = DedupApply(cnn, enabled=cfg.dedup, name="visual")(
         {IMAGE_INPUT: image, CATEGORY_INPUT: inputs[transformed_name(category_feature)], "key": key})
     return {IMAGE_INPUT: image, IMAGE_KEY_INPUT: key}, x_v

@@ -3,8 +3,15 @@
 Models validate against them; the CLI offers them; the pipeline passes them on.
 """
 
-VISUAL_VARIANTS = ("none", "fixed", "finetune", "cbam", "cscnn")   # paper Table 8, in its order
+TABLE8_VARIANTS = ("none", "fixed", "finetune", "cbam", "cscnn")   # paper Table 8, in its order
+# ``transfer``: JD's multimodal transfer (seed jd_rec_multiobjective_sequence_multimodal): the
+# frozen encoder's features through a learnt embedding and a category-gated multi-expert transfer
+# layer (models/visual.py VisualConfig.transfer_dim / transfer_experts, models/transfer.py).
+TRANSFER = "transfer"
+VISUAL_VARIANTS = TABLE8_VARIANTS + (TRANSFER,)
 VISUAL_VARIANT = "cscnn"
+# Variants whose backbone is frozen (the encoder keeps its initial weights).
+FROZEN_VARIANTS = ("fixed", TRANSFER)
 
 BACKBONES = ("light", "resnet18", "cnnf", "efficientnet_lite0")   # models/backbones.py builds each
 BACKBONE = "light"              # small enough for 32x32 images on a CPU (models/backbones.py)

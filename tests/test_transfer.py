@@ -59,3 +59,120 @@ def test_arguments_are_checked():
   for bad in ({"units": 0}, {"num_experts": 0}, {"num_categories": 1.5}):
     with pytest.raises(ValueError, match=next(iter(bad))):
       CategoryGatedTransfer(**{"units": 2, "num_experts": 2, "num_categories": 2, **bad})
+
+
+# The `transfer` visual variant (models/visual.py): the frozen backbone, a learnt embedding and
+# this layer keyed by the ad's category give x_v; the offline table holds x_v per ad.
+
+SIZE, CATS = 16, 6
+
+
+def _transfer_model():
+  from models.ctr import build_model
+  from models.dcn import DCNConfig
+  from models.visual import VisualConfig
+  from spec import features as F
+  dcn = DCNConfig(deep_units=(16, 8, 4), output_units=(4,))
+  visual = VisualConfig("transfer", "light", image_size=SIZE, transfer_dim=8, transfer_experts=3)
+  return build_model(F.DEFAULT_SPEC, {f.name: CATS for f in F.DEFAULT_SPEC.features}, dcn, visual), dcn
+
+
+def _inputs(ad_categories, ad_rows, seed=0):
+  """Impressions of the ads ``ad_rows`` (indices into ``ad_categories``): random ids for every
+  feature but the category, which is the ad's, and the ad's image and key."""
+  from spec import features as F
+  rng = np.random.default_rng(seed)
+  n, ad_rows = len(ad_rows), np.asarray(ad_rows)
+  images = rng.uniform(0, 255, size=(len(ad_categories), SIZE, SIZE, 3)).astype(np.float32)
+  x = {F.transformed_name(f.name): rng.integers(0, CATS, size=(n,) + f.shape) for f in F.DEFAULT_SPEC.features}
+  x[F.transformed_name(F.DEFAULT_SPEC.category)] = np.asarray(ad_categories)[ad_rows]
+  x["image"], x["image_key"] = images[ad_rows], 100 + ad_rows.astype(np.int64)
+  return x, images
+
+
+def _skew_gates(tower, seed=1):
+  """Gives every category its own non-uniform gate (a fresh gate is the mean of the experts)."""
+  layer = tower.get_layer("transfer")
+  rng = np.random.default_rng(seed)
+  layer.gate_kernel.assign(rng.normal(size=layer.gate_kernel.shape).astype(np.float32))
+  layer.gate_bias.assign(3 * rng.normal(size=layer.gate_bias.shape).astype(np.float32))
+
+
+def test_the_transfer_variant_trains_its_head_and_never_the_backbone():
+  model, _ = _transfer_model()
+  tower = model.get_layer("visual").tower
+  assert isinstance(tower.get_layer("transfer"), CategoryGatedTransfer)
+  assert tower.get_layer("transfer").num_categories == CATS and tower.output.shape[-1] == 150
+  assert tower.get_layer("transfer_embed").units == 8 and "x_v" not in {layer.name for layer in tower.layers}
+  assert {w.path.split("/")[0] for w in tower.trainable_weights} == {"transfer_embed", "transfer"}
+  head = ("transfer_embed", "transfer")
+  before = {w.path: np.array(w) for w in tower.weights}
+  x, _ = _inputs([0, 1, 2, 3], [0, 1, 2, 3, 0, 1, 2, 3])
+  model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+  model.train_on_batch(x, np.array([1, 0, 1, 0, 0, 1, 1, 0], np.float32)[:, None])
+  changed = {w.path for w in tower.weights if not np.array_equal(np.array(w), before[w.path])}
+  assert changed, "nothing in the tower learnt"
+  assert all(path.split("/")[0] in head for path in changed), sorted(changed)   # BN statistics too
+  assert {path.split("/")[0] for path in changed} == set(head)
+
+
+def test_the_transfer_variant_saves_and_loads_with_identical_predictions(tmp_path):
+  model, _ = _transfer_model()
+  _skew_gates(model.get_layer("visual").tower)
+  x, _ = _inputs([0, 1, 5], [0, 1, 2, 2, 1])
+  before = np.asarray(model(x))
+  model.save(str(tmp_path / "m.keras"))
+  again = keras.models.load_model(str(tmp_path / "m.keras"))
+  np.testing.assert_array_equal(np.asarray(again(x)), before)
+
+
+def test_x_v_of_the_transfer_variant_depends_on_the_category_through_the_gate():
+  model, _ = _transfer_model()
+  tower = model.get_layer("visual").tower
+  image = np.random.default_rng(0).uniform(0, 255, size=(1, SIZE, SIZE, 3)).astype(np.float32)
+  both = {"image": np.repeat(image, 2, axis=0), "category": np.array([1, 4])}
+  even = np.asarray(tower(both))
+  np.testing.assert_allclose(even[0], even[1], rtol=0, atol=1e-6)   # an untrained gate: the experts' mean
+  _skew_gates(tower)
+  skewed = np.asarray(tower(both))
+  assert np.abs(skewed[0] - skewed[1]).max() > 1e-3
+
+
+def test_the_serving_table_of_the_transfer_variant_scores_as_the_full_model():
+  """The offline table (VisualEmbeddingGen: the tower on each ad's image with its category) in
+  place of the CNN gives the end-to-end model's score, the category-gated head included."""
+  from spec import features as F
+  from tfx_pipeline.serving_model import build_serving_model
+  model, dcn = _transfer_model()
+  tower = model.get_layer("visual").tower
+  _skew_gates(tower)
+  ad_categories = np.array([0, 3, 3, 5])
+  x, images = _inputs(ad_categories, [0, 1, 2, 3, 3, 2, 1, 0, 2])
+  vectors = np.asarray(tower({"image": images, "category": ad_categories}, training=False))
+  assert np.abs(vectors[1] - np.asarray(tower({"image": images[1:2], "category": np.array([0])}))).max() > 1e-3
+  serving = build_serving_model(model, F.DEFAULT_SPEC, dcn, {f.name: CATS for f in F.DEFAULT_SPEC.features},
+                                100 + np.arange(len(ad_categories)), vectors, ad_categories)
+  assert not any("conv" in layer.name for layer in serving.layers)
+  out = serving({t.name: x[t.name] for t in serving.inputs})
+  assert np.all(np.asarray(out["visual_fallback"]) == 0)
+  np.testing.assert_allclose(np.asarray(out["ctr"]), np.asarray(model(x, training=False)), atol=1e-6, rtol=0)
+
+
+def test_the_transfer_variant_starts_its_frozen_backbone_from_a_weights_file(tmp_path):
+  """--visual-init PATH / catalogue: the file CataloguePretrain writes (save_backbone_weights of a
+  tower without attention) loads into the transfer tower's backbone."""
+  from models.attention import AttentionConfig
+  from models.backbones import BackboneConfig, backbone_layers, build_visual_tower, save_backbone_weights
+  from models.visual import VisualConfig, build_tower
+  keras.utils.set_random_seed(7)
+  source = build_visual_tower(BackboneConfig("light", SIZE), AttentionConfig("none"), name="pretrained")
+  path = str(tmp_path / "backbone.weights.h5")
+  save_backbone_weights(source, path)
+  keras.utils.set_random_seed(8)
+  tower = build_tower(VisualConfig("transfer", "light", image_size=SIZE, backbone_weights=path), CATS)
+  layers = backbone_layers(source)
+  assert len(layers) > 5
+  for layer in layers:
+    for a, b in zip(tower.get_layer(layer.name).get_weights(), layer.get_weights()):
+      np.testing.assert_array_equal(a, b)
+  assert not tower.get_layer(layers[0].name).trainable

@@ -15,7 +15,7 @@ def _cmd_experiment_ablation(args) -> int:
   run_args = ["--train-steps", str(args.train_steps), "--backbone", args.backbone, *args.run_arg]
   if args.variants is not None and args.grid != "variants":
     raise UsageError(f"--variants is for the variants grid; the {args.grid} grid has its own cells")
-  variants = args.variants.split(",") if args.variants else choices.VISUAL_VARIANTS
+  variants = args.variants.split(",") if args.variants else choices.TABLE8_VARIANTS
   try:
     run_ablation(args.data, args.output, grid=args.grid, variants=variants,
                  seeds=args.seeds, run_args=run_args, log=lambda m: print(m, flush=True))
@@ -45,7 +45,7 @@ def register(sub) -> None:
                        "without the category prior; figure5: C', H' = W', L'")
   ab.add_argument("--variants", default=None,
                   help="comma-separated `pipeline run --variant` values, for the variants grid only "
-                       f"(None: {','.join(choices.VISUAL_VARIANTS)})")
+                       f"(None: {','.join(choices.TABLE8_VARIANTS)}, Table 8's rows; also {choices.TRANSFER})")
   ab.add_argument("--seeds", type=int, default=ablation["seeds"], help="trainer seeds 0 .. N-1 per configuration")
   ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="the same budget for every cell")
   ab.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES, help="CNN of every cell")

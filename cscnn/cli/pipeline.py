@@ -136,7 +136,10 @@ def _add_run(pipe) -> None:
                       "category affinity, item co-occurrence, blend) plus this; negative: no baseline gate")
   r.add_argument("--variant", default=trainer.visual.variant,
                  choices=choices.VISUAL_VARIANTS,
-                 help="visual model (paper Table 8); none = DCN without images")
+                 help="visual model (paper Table 8; none = DCN without images); transfer: the frozen encoder's "
+                      f"features through a learnt {trainer.visual.transfer_dim}-d embedding and a transfer layer "
+                      f"of {trainer.visual.transfer_experts} shared experts gated by the ad's category (JD's "
+                      "multimodal transfer), meant with --visual-init catalogue, imagenet or PATH")
   r.add_argument("--backbone", default=trainer.visual.backbone, choices=choices.BACKBONES,
                  help="CNN of the visual tower (light: small residual net for CPUs)")
   r.add_argument("--visual-init", "--backbone-weights", dest="visual_init", default=choices.VISUAL_INIT,
@@ -144,7 +147,8 @@ def _add_run(pipe) -> None:
                  help="where the image encoder starts: scratch (random weights), catalogue (pretrained on the "
                       "ad catalogue's images, categories and title words by the CataloguePretrain component), "
                       "imagenet (efficientnet_lite0: the ImageNet weights make setup converts) or a Keras "
-                      "weights file of the same backbone; --variant fixed freezes it. --backbone-weights is "
+                      "weights file of the same backbone; --variant fixed and transfer freeze it (from scratch "
+                      "they keep random weights: they are meant with pretrained ones). --backbone-weights is "
                       "another name for it")
   r.add_argument("--pretrain-steps", type=int, default=configs.PRETRAIN_STEPS,
                  help="CataloguePretrain's batches (with --visual-init catalogue)")
