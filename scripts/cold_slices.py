@@ -3,7 +3,7 @@ pushed model and of every baseline on eval rows whose ad has fewer than T traini
 each with its Hanley-McNeil standard error, and the model's paired gain over the best baseline
 with a bootstrap interval (rows resampled within positives and within negatives).
 
-  bin/env python scripts/cold_slices.py --run OUT --data DATA [--thresholds 5,10,20,40]
+  bin/env python scripts/cold_slices.py --run OUT --data DATA [--model SAVEDMODEL] [--thresholds 5,10,20,40]
 
 The pipeline's own cold slice is T = 5 (the paper's definition, `spec.features.COLD_THRESHOLD`).
 At a few thousand users few held-out positives fall below it, so one slice cannot tell the model
@@ -72,6 +72,7 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--run", required=True, help="a `cscnn pipeline run --output` folder")
   ap.add_argument("--data", required=True, help="the data folder the run read")
+  ap.add_argument("--model", help="the SavedModel to score (default: the run's latest pushed version)")
   ap.add_argument("--thresholds", default="5,10,20,40", help="cold: fewer than T training positives")
   ap.add_argument("--bootstrap", type=int, default=500, help="resamples for the paired interval")
   args = ap.parse_args()
@@ -93,7 +94,7 @@ def main() -> int:
   counts = train_positives(args.data, spec)
   ad_positives = np.array([counts.get(a, 0) for a in ads])
 
-  models = {"model": _one(os.path.join(args.run, "serving", "*", "*"))}
+  models = {"model": args.model or _one(os.path.join(args.run, "serving", "*", "*"))}
   baselines = _one(os.path.join(pipeline, "BaselineGen", "baselines", "*"))
   for kind in sorted(os.listdir(baselines)):
     if os.path.exists(os.path.join(baselines, kind, "saved_model.pb")):

@@ -89,3 +89,27 @@ def test_deploy_configs_for_tf_serving():
   for name in ("docker-compose.yml", "kubernetes.yaml"):
     with open(os.path.join(ROOT, "deploy", name)) as f:
       assert f"tensorflow/serving:{api}" in f.read(), name
+
+
+def test_kubeflow_v2_compile_with_catalogue_pretraining(tmp_path):
+  out = tmp_path / "pipeline.json"
+  proc = subprocess.run([sys.executable, "-m", "cscnn", "pipeline", "compile", "--image", IMAGE, "--output",
+                         str(out), "--variant", "transfer", "--visual-init", "catalogue", "--pretrain-steps", "7"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  job = json.loads(out.read_text())
+  tasks = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec(),
+                                ignore_unknown_fields=True).root.dag.tasks
+  assert set(tasks["CataloguePretrain"].dependent_tasks) == {"AdCatalogGen"}
+  assert set(tasks["VisualTrainer"].dependent_tasks) == EXPECTED_DEPENDENCIES["VisualTrainer"] | {"CataloguePretrain"}
+  assert tasks["CataloguePretrain"].inputs.parameters["steps"].runtime_value.constant_value.int_value == 7
+  custom_config = json.loads(tasks["VisualTrainer"].inputs.parameters["custom_config"]
+                             .runtime_value.constant_value.string_value)
+  visual = json.dumps(custom_config)
+  assert '"backbone_weights": "catalogue"' in visual and '"variant": "transfer"' in visual, visual[:2000]
+
+  bad = subprocess.run([sys.executable, "-m", "cscnn", "pipeline", "compile", "--image", IMAGE, "--output",
+                        str(tmp_path / "x.json"), "--visual-init", str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode != 0 and "a weights file of your own is for `pipeline run`" in bad.stderr
+  assert not (tmp_path / "x.json").exists()

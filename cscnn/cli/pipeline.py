@@ -89,6 +89,26 @@ def _check_weights_file(visual) -> None:
     raise UsageError(f"--visual-init {visual.backbone_weights}: {e}") from e
 
 
+def _add_encoder(parser, trainer, weights_file: bool) -> None:
+  """--backbone, --visual-init and --pretrain-steps, of `pipeline run`, `compile` and `nodes`;
+  `weights_file`: whether --visual-init may name a local weights file."""
+  from spec import choices
+  from tfx_pipeline import configs
+  parser.add_argument("--backbone", default=trainer.visual.backbone, choices=choices.BACKBONES,
+                      help="CNN of the visual tower (light: small residual net for CPUs)")
+  metavar = "|".join(choices.VISUAL_INITS) + ("|PATH" if weights_file else "")
+  path = " or a Keras weights file of the same backbone" if weights_file else ""
+  parser.add_argument("--visual-init", "--backbone-weights", dest="visual_init", default=choices.VISUAL_INIT,
+                      metavar=metavar,
+                      help="where the image encoder starts: scratch (random weights), catalogue (pretrained on the "
+                           "ad catalogue's images, categories and title words by the CataloguePretrain component), "
+                           f"imagenet (efficientnet_lite0: the ImageNet weights make setup converts){path}; "
+                           "--variant fixed and transfer freeze it (from scratch they keep random weights: they "
+                           "are meant with pretrained ones). --backbone-weights is another name for it")
+  parser.add_argument("--pretrain-steps", type=int, default=configs.PRETRAIN_STEPS,
+                      help="CataloguePretrain's batches (with --visual-init catalogue)")
+
+
 def _add_cold_by(parser) -> None:
   """--cold-by, of `pipeline run` and `pipeline compile`."""
   from spec import features as F
@@ -140,18 +160,7 @@ def _add_run(pipe) -> None:
                       f"features through a learnt {trainer.visual.transfer_dim}-d embedding and a transfer layer "
                       f"of {trainer.visual.transfer_experts} shared experts gated by the ad's category (JD's "
                       "multimodal transfer), meant with --visual-init catalogue, imagenet or PATH")
-  r.add_argument("--backbone", default=trainer.visual.backbone, choices=choices.BACKBONES,
-                 help="CNN of the visual tower (light: small residual net for CPUs)")
-  r.add_argument("--visual-init", "--backbone-weights", dest="visual_init", default=choices.VISUAL_INIT,
-                 metavar="|".join(choices.VISUAL_INITS) + "|PATH",
-                 help="where the image encoder starts: scratch (random weights), catalogue (pretrained on the "
-                      "ad catalogue's images, categories and title words by the CataloguePretrain component), "
-                      "imagenet (efficientnet_lite0: the ImageNet weights make setup converts) or a Keras "
-                      "weights file of the same backbone; --variant fixed and transfer freeze it (from scratch "
-                      "they keep random weights: they are meant with pretrained ones). --backbone-weights is "
-                      "another name for it")
-  r.add_argument("--pretrain-steps", type=int, default=configs.PRETRAIN_STEPS,
-                 help="CataloguePretrain's batches (with --visual-init catalogue)")
+  _add_encoder(r, trainer, weights_file=True)
   r.add_argument("--image-size", type=int, default=trainer.visual.image_size, help="S: images are resized to S x S")
   r.add_argument("--impressions-per-ad", type=int, default=trainer.impressions_per_ad,
                  help="G: up to G impressions of the same ad share a batch (paper: 25)")
@@ -246,14 +255,27 @@ def _cmd_pipeline_run(args) -> int:
   return 0
 
 
-def _variant_settings(variant: str):
-  from models.visual import VisualConfig
+def _variant_settings(args):
+  """The trainer settings of `compile` and `nodes`: the variant and its image encoder."""
+  from spec import choices
   from tfx_pipeline.settings import TrainerSettings
-  return TrainerSettings(visual=VisualConfig(variant=variant))
+  if args.visual_init not in choices.VISUAL_INITS:
+    raise UsageError(f"--visual-init {args.visual_init}: `pipeline {args.pipeline_command}` takes one of "
+                     f"{', '.join(choices.VISUAL_INITS)}; a weights file of your own is for `pipeline run`")
+  _check_visual_init(args)
+  visual = {"variant": args.variant, "backbone": args.backbone}
+  weights = _backbone_weights(args.visual_init)
+  if weights is not None:
+    visual["backbone_weights"] = weights
+  try:
+    return TrainerSettings.from_dict({"visual": visual})
+  except ValueError as e:
+    raise UsageError(str(e)) from e
 
 
 def _add_compile(pipe) -> None:
   from spec import choices
+  from tfx_pipeline.settings import TrainerSettings
   cp = pipe.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2")
   cp.add_argument("--target", default="kubeflow", choices=["kubeflow"], help="orchestrator (Kubeflow Pipelines v2)")
   cp.add_argument("--image", required=True, help="container image built from the repo's Dockerfile")
@@ -265,7 +287,8 @@ def _add_compile(pipe) -> None:
                   help="flat impressions/*.csv (hash-split) or pre-split impressions/train|eval/*.csv: "
                        "fixed at compile time, data_root being a run-time parameter")
   cp.add_argument("--variant", default=choices.VISUAL_VARIANT,
-                  choices=choices.VISUAL_VARIANTS, help="visual model (paper Table 8)")
+                  choices=choices.VISUAL_VARIANTS, help="visual model (paper Table 8; transfer: see `pipeline run`)")
+  _add_encoder(cp, TrainerSettings(), weights_file=False)
   _add_cold_by(cp)
   cp.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                   help="Beam pipeline argument for the cluster, repeatable, e.g. --beam-arg=--runner=DataflowRunner")
@@ -275,24 +298,26 @@ def _add_compile(pipe) -> None:
 def _cmd_pipeline_compile(args) -> int:
   from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
   compile_pipeline(args.image, args.output, pipeline_root=args.pipeline_root, data_root=args.data_root,
-                   beam_pipeline_args=args.beam_arg, trainer=_variant_settings(args.variant),
-                   input_layout=args.input_layout, cold_by=args.cold_by)
+                   beam_pipeline_args=args.beam_arg, trainer=_variant_settings(args),
+                   input_layout=args.input_layout, cold_by=args.cold_by, pretrain_steps=args.pretrain_steps)
   print(f"wrote the Kubeflow Pipelines v2 job spec to {args.output} (image {args.image})")
   return 0
 
 
 def _add_nodes(pipe) -> None:
   from spec import choices
+  from tfx_pipeline.settings import TrainerSettings
   nd = pipe.add_parser("nodes", help="the pipeline's components in order, with their upstream ones")
   nd.add_argument("--variant", default=choices.VISUAL_VARIANT,
                   choices=choices.VISUAL_VARIANTS, help="visual model (none has no visual components)")
+  _add_encoder(nd, TrainerSettings(), weights_file=False)
   nd.add_argument("--json", action="store_true", help="print JSON")
   nd.set_defaults(func=_cmd_pipeline_nodes)
 
 
 def _cmd_pipeline_nodes(args) -> int:
   from tfx_pipeline.local_runner import nodes
-  out = nodes(trainer=_variant_settings(args.variant))
+  out = nodes(trainer=_variant_settings(args))
   if args.json:
     print(json.dumps(out, indent=1))
   else:
