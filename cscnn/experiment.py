@@ -18,6 +18,9 @@ Grids:
 - ``variants`` (Table 8 / Table 4): the visual variants given with ``--variants``.
 - ``table5``: SE, CBAM-channel and CBAM, each without and with the category prior.
 - ``figure5``: CSCNN's hyper-parameters C', H' = W' and L' one at a time.
+- ``init``: each variant given with ``--variants`` from each image-encoder start given with
+  ``--inits`` (``pipeline run --visual-init``), labelled ``<variant>-<init>``; the scratch cell is
+  the variants grid's cell of that variant.
 """
 
 from __future__ import annotations
@@ -61,27 +64,48 @@ GRIDS = {
 }
 
 
+def init_label(variant: str, init: str) -> str:
+  """The init grid's label of a cell: the variant started from `init`."""
+  return f"{variant}-{init}"
+
+
 def steps_for(grid: str, labels: Sequence[str]) -> List[Tuple[str, str]]:
   """The pairs (A, B) whose gain B - A a grid's table reports, paired by seed: the variants in
   the order given (the paper's Table 8 reads none < fixed < finetune < cbam < cscnn); Table 5's
-  kinds without and with the category prior; none for the Figure 5 sweep."""
+  kinds without and with the category prior; each pretrained start against scratch for the same
+  variant (init grid); none for the Figure 5 sweep."""
   if grid == "variants":
     return list(zip(labels, labels[1:]))
+  if grid == "init":
+    scratch = {label[:-len(choices.SCRATCH) - 1] for label in labels
+               if label.endswith("-" + choices.SCRATCH)}
+    return [(init_label(v, choices.SCRATCH), label) for label in labels for v in sorted(scratch)
+            if label.startswith(v + "-") and label != init_label(v, choices.SCRATCH)
+            and label[len(v) + 1:] in choices.VISUAL_INITS]
   if grid == "table5":
     return [(a, b) for a, b in (("se", "se_prior"), ("cbam_channel", "cbam_channel_prior"),
                                 ("cbam", "cscnn")) if a in labels and b in labels]
   return []
 
 
-def cells_for(grid: str, variants: Sequence[str]) -> List[Tuple[str, List[str]]]:
-  if grid == "variants":
+def cells_for(grid: str, variants: Sequence[str],
+              inits: Sequence[str] = (choices.SCRATCH, choices.CATALOGUE)) -> List[Tuple[str, List[str]]]:
+  if grid in ("variants", "init"):
     unknown = [v for v in variants if v not in choices.VISUAL_VARIANTS]
     if unknown:   # before any cell runs, not when the grid reaches it
       raise ValueError(f"unknown variant(s) {', '.join(unknown)}; "
                        f"choose from {', '.join(choices.VISUAL_VARIANTS)}")
+  if grid == "variants":
     return [(v, ["--variant", v]) for v in variants]
+  if grid == "init":
+    bad = [i for i in inits if i not in choices.VISUAL_INITS] or [v for v in variants if v == "none"]
+    if bad:
+      raise ValueError(f"the init grid starts the image encoder of visual variants from "
+                       f"{', '.join(choices.VISUAL_INITS)}; got {', '.join(bad)}")
+    return [(init_label(v, i), ["--variant", v] + ([] if i == choices.SCRATCH else ["--visual-init", i]))
+            for v in variants for i in inits]
   if grid not in GRIDS:
-    raise ValueError(f"grid must be variants, {', '.join(GRIDS)}; got {grid!r}")
+    raise ValueError(f"grid must be variants, init, {', '.join(GRIDS)}; got {grid!r}")
   cells = GRIDS[grid]
   return cells() if callable(cells) else cells
 
@@ -111,8 +135,9 @@ def baseline_results(results: List[Dict]) -> List[Dict]:
 
 def run_ablation(data: str, output: str, grid: str = "variants",
                  variants: Sequence[str] = choices.TABLE8_VARIANTS,
-                 seeds: int = 3, run_args: Sequence[str] = (), log=print) -> List[Dict]:
-  cells = cells_for(grid, variants)
+                 seeds: int = 3, run_args: Sequence[str] = (), log=print,
+                 inits: Sequence[str] = (choices.SCRATCH, choices.CATALOGUE)) -> List[Dict]:
+  cells = cells_for(grid, variants, inits)
   plan = []                                      # seed-major: a partial run already compares variants
   for seed in range(seeds):
     for label, args in cells:

@@ -34,7 +34,9 @@ from typing import Dict, List
 
 import keras
 
-NAME = "efficientnet_lite0"
+from spec.choices import IMAGENET_BACKBONE
+
+NAME = IMAGENET_BACKBONE
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 BN_EPSILON = 1e-3

@@ -13,7 +13,8 @@ VISUAL_VARIANT = "cscnn"
 # Variants whose backbone is frozen (the encoder keeps its initial weights).
 FROZEN_VARIANTS = ("fixed", TRANSFER)
 
-BACKBONES = ("light", "resnet18", "cnnf", "efficientnet_lite0")   # models/backbones.py builds each
+IMAGENET_BACKBONE = "efficientnet_lite0"   # the backbone with ImageNet weights (models/efficientnet_lite.py)
+BACKBONES = ("light", "resnet18", "cnnf", IMAGENET_BACKBONE)   # models/backbones.py builds each
 BACKBONE = "light"              # small enough for 32x32 images on a CPU (models/backbones.py)
 
 # Where the visual backbone starts (`pipeline run --visual-init`, VisualConfig.backbone_weights):

@@ -89,6 +89,26 @@ def test_grid_cells_at_the_defaults_are_the_variants_cells():
   assert len(table5) == 6 and len(figure5) == 11
 
 
+def test_init_grid_cells_and_their_steps_against_scratch():
+  """Each variant from each start; the scratch cell is the variants grid's cell of the variant
+  (its result is shared); each pretrained start is compared with scratch of its own variant."""
+  from cscnn.experiment import cells_for, steps_for  # pylint: disable=import-outside-toplevel
+  cells = cells_for("init", ["fixed", "cscnn"], ["scratch", "catalogue", "imagenet"])
+  assert [label for label, _ in cells] == ["fixed-scratch", "fixed-catalogue", "fixed-imagenet",
+                                          "cscnn-scratch", "cscnn-catalogue", "cscnn-imagenet"]
+  by_label = dict(cells)
+  assert by_label["fixed-scratch"] == dict(cells_for("variants", ["fixed"]))["fixed"]
+  assert by_label["cscnn-catalogue"] == ["--variant", "cscnn", "--visual-init", "catalogue"]
+  assert steps_for("init", [label for label, _ in cells]) == [
+      ("fixed-scratch", "fixed-catalogue"), ("fixed-scratch", "fixed-imagenet"),
+      ("cscnn-scratch", "cscnn-catalogue"), ("cscnn-scratch", "cscnn-imagenet")]
+  assert steps_for("init", ["fixed-catalogue", "fixed-imagenet"]) == []     # no scratch to compare with
+  for variants, inits in ((["none"], ["scratch", "catalogue"]), (["fixed"], ["scratch", "pretrained"]),
+                          (["fixd"], ["scratch"])):
+    with pytest.raises(ValueError, match=variants[0] if variants[0] != "fixed" else "pretrained"):
+      cells_for("init", variants, inits)
+
+
 @pytest.mark.slow  # CLI processes: ~12 s
 def test_ablation_refuses_unknown_variants_and_variants_with_another_grid(tmp_path):
   """Both mistakes stop before any cell runs, naming what is wrong."""
@@ -99,6 +119,9 @@ def test_ablation_refuses_unknown_variants_and_variants_with_another_grid(tmp_pa
   mixed = cscnn("experiment", "ablation", "--data", str(tmp_path), "--output", out,
                 "--grid", "table5", "--variants", "cbam", check=False)
   assert mixed.returncode == 2 and "--variants" in mixed.stderr and "table5" in mixed.stderr
+  imagenet = cscnn("experiment", "ablation", "--data", str(tmp_path), "--output", out,
+                   "--grid", "init", "--inits", "scratch,imagenet", check=False)
+  assert imagenet.returncode == 2 and "--backbone efficientnet_lite0" in imagenet.stderr
   assert not os.path.exists(os.path.join(out, "cells"))
 
 

@@ -7,17 +7,25 @@ import sys
 
 from cscnn.cli.common import defaults
 from cscnn.cli.errors import UsageError
+from spec.choices import IMAGENET_BACKBONE
 
 
 def _cmd_experiment_ablation(args) -> int:
   from cscnn.experiment import run_ablation, table_paths
   from spec import choices
   run_args = ["--train-steps", str(args.train_steps), "--backbone", args.backbone, *args.run_arg]
-  if args.variants is not None and args.grid != "variants":
-    raise UsageError(f"--variants is for the variants grid; the {args.grid} grid has its own cells")
-  variants = args.variants.split(",") if args.variants else choices.TABLE8_VARIANTS
+  if args.variants is not None and args.grid not in ("variants", "init"):
+    raise UsageError(f"--variants is for the variants and init grids; the {args.grid} grid has its own cells")
+  if args.inits is not None and args.grid != "init":
+    raise UsageError(f"--inits is for the init grid, not {args.grid}")
+  default_variants = choices.TABLE8_VARIANTS if args.grid != "init" else (choices.VISUAL_VARIANT,)
+  variants = args.variants.split(",") if args.variants else default_variants
+  inits = args.inits.split(",") if args.inits else (
+      choices.SCRATCH, choices.CATALOGUE, *((choices.IMAGENET,) if args.backbone == IMAGENET_BACKBONE else ()))
+  if choices.IMAGENET in inits and args.backbone != IMAGENET_BACKBONE:
+    raise UsageError(f"--inits {choices.IMAGENET} needs --backbone {IMAGENET_BACKBONE}, not {args.backbone}")
   try:
-    run_ablation(args.data, args.output, grid=args.grid, variants=variants,
+    run_ablation(args.data, args.output, grid=args.grid, variants=variants, inits=inits,
                  seeds=args.seeds, run_args=run_args, log=lambda m: print(m, flush=True))
   except (ValueError, RuntimeError) as e:
     print(f"cscnn experiment ablation: {e}", file=sys.stderr)
@@ -40,12 +48,18 @@ def register(sub) -> None:
   ab.add_argument("--data", required=True, help="input folder, as for `pipeline run --data`")
   ab.add_argument("--output", required=True,
                   help="experiment folder: run/ (the shared pipeline output), cells/, GRID.md/.csv/.png")
-  ab.add_argument("--grid", default=ablation["grid"], choices=["variants", *GRIDS],
-                  help="variants: --variants (paper Tables 4, 8); table5: attention kinds with and "
-                       "without the category prior; figure5: C', H' = W', L'")
+  ab.add_argument("--grid", default=ablation["grid"], choices=["variants", "init", *GRIDS],
+                  help="variants: --variants (paper Tables 4, 8); init: --variants from each of --inits, "
+                       "each start against scratch; table5: attention kinds with and without the category "
+                       "prior; figure5: C', H' = W', L'")
   ab.add_argument("--variants", default=None,
-                  help="comma-separated `pipeline run --variant` values, for the variants grid only "
-                       f"(None: {','.join(choices.TABLE8_VARIANTS)}, Table 8's rows; also {choices.TRANSFER})")
+                  help="comma-separated `pipeline run --variant` values, for the variants and init grids "
+                       f"(None: {','.join(choices.TABLE8_VARIANTS)}, Table 8's rows, for variants; "
+                       f"{choices.VISUAL_VARIANT} for init; also {choices.TRANSFER})")
+  ab.add_argument("--inits", default=None,
+                  help="comma-separated `pipeline run --visual-init` values, for the init grid (None: "
+                       f"{choices.SCRATCH},{choices.CATALOGUE}, and {choices.IMAGENET} with --backbone "
+                       f"{IMAGENET_BACKBONE})")
   ab.add_argument("--seeds", type=int, default=ablation["seeds"], help="trainer seeds 0 .. N-1 per configuration")
   ab.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS, help="the same budget for every cell")
   ab.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES, help="CNN of every cell")
