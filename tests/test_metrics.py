@@ -64,3 +64,26 @@ def test_auc_standard_error_hand_cases_and_a_simulation():
   mean, spread = float(np.mean(aucs)), float(np.std(aucs))
   assert 0.7 < mean < 0.8                                  # exponential scores: AUC = 3 / (3 + 1)
   assert auc_standard_error(mean, pos, neg) == pytest.approx(spread, rel=0.1)
+
+
+def test_cold_slices_auc_and_paired_interval_by_hand():
+  """scripts/cold_slices.py: slice AUC with ties as one half, and a paired bootstrap interval
+  that is exactly 0 for a model against itself and positive for a strictly better one."""
+  import importlib.util
+  import os
+
+  from conftest import ROOT
+  spec = importlib.util.spec_from_file_location("cold_slices", os.path.join(ROOT, "scripts", "cold_slices.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  labels = np.array([0, 0, 1, 1])
+  # pairs (pos, neg): 0.35>0.1 yes, 0.35>0.4 no, 0.8>0.1 yes, 0.8>0.4 yes -> 3/4
+  assert mod.auc(np.array([0.1, 0.4, 0.35, 0.8]), labels) == 0.75
+  assert mod.auc(np.array([0.5, 0.2, 0.5, 0.9]), labels) == (1 + 1 + 0.5 + 1) / 4   # one tie: 1/2
+  assert np.isnan(mod.auc(np.array([0.1, 0.2]), np.array([0, 0])))
+  rng = np.random.default_rng(0)
+  y = np.array([0] * 60 + [1] * 20)
+  weak = rng.normal(size=80) + 0.3 * y
+  assert mod.paired_interval(weak, weak, y, rounds=50) == (0.0, 0.0)
+  lo, hi = mod.paired_interval(weak + 3.0 * y, weak, y, rounds=50)
+  assert 0 < lo <= hi
