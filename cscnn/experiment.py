@@ -76,12 +76,10 @@ def steps_for(grid: str, labels: Sequence[str]) -> List[Tuple[str, str]]:
   variant (init grid); none for the Figure 5 sweep."""
   if grid == "variants":
     return list(zip(labels, labels[1:]))
-  if grid == "init":
-    scratch = {label[:-len(choices.SCRATCH) - 1] for label in labels
-               if label.endswith("-" + choices.SCRATCH)}
-    return [(init_label(v, choices.SCRATCH), label) for label in labels for v in sorted(scratch)
-            if label.startswith(v + "-") and label != init_label(v, choices.SCRATCH)
-            and label[len(v) + 1:] in choices.VISUAL_INITS]
+  if grid == "init":   # labels are init_label(variant, init); neither name holds a "-"
+    return [(init_label(v, choices.SCRATCH), label) for label in labels
+            for v, _, init in [label.rpartition("-")]
+            if init != choices.SCRATCH and init_label(v, choices.SCRATCH) in labels]
   if grid == "table5":
     return [(a, b) for a, b in (("se", "se_prior"), ("cbam_channel", "cbam_channel_prior"),
                                 ("cbam", "cscnn")) if a in labels and b in labels]

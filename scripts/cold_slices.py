@@ -59,12 +59,15 @@ def paired_interval(a: np.ndarray, b: np.ndarray, labels: np.ndarray, rounds: in
 
 
 def train_positives(data: str, spec) -> collections.Counter:
-  path = os.path.join(data, "impressions", "train", "impressions.csv")
+  paths = sorted(glob.glob(os.path.join(data, "impressions", "train", "*.csv")))
+  if not paths:
+    raise SystemExit(f"no {data}/impressions/train/*.csv: the script needs the pre-split layout")
   counts = collections.Counter()
-  with open(path, newline="") as f:
-    for row in csv.DictReader(f):
-      if int(row[spec.label]) == 1:
-        counts[row[spec.ad]] += 1
+  for path in paths:
+    with open(path, newline="") as f:
+      for row in csv.DictReader(f):
+        if int(row[spec.label]) == 1:
+          counts[row[spec.ad]] += 1
   return counts
 
 

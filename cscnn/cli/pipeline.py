@@ -64,10 +64,11 @@ def _check_visual_init(args) -> None:
     if args.pretrain_steps < 1:
       raise UsageError(f"--pretrain-steps must be >= 1, got {args.pretrain_steps}")
     return
-  from models.efficientnet_lite import NAME, imagenet_weights_path
+  from models.efficientnet_lite import imagenet_weights_path
   if init == choices.IMAGENET:
-    if args.backbone != NAME:
-      raise UsageError(f"--visual-init imagenet exists for --backbone {NAME} only, not {args.backbone}")
+    if args.backbone != choices.IMAGENET_BACKBONE:
+      raise UsageError(f"--visual-init imagenet exists for --backbone {choices.IMAGENET_BACKBONE} only, "
+                       f"not {args.backbone}")
     try:
       imagenet_weights_path()
     except FileNotFoundError as e:
