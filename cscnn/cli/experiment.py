@@ -38,6 +38,25 @@ def _cmd_experiment_ablation(args) -> int:
   return 0
 
 
+def _cmd_experiment_table4(args) -> int:
+  import logging
+  from cscnn.table4 import BPRConfig, run_table
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+  cfg = BPRConfig(latent_dim=args.latent_dim, visual_dim=args.visual_dim, epochs=args.epochs,
+                  batch_size=args.batch_size, learning_rate=args.learning_rate, l2=args.l2,
+                  backbone=args.backbone, image_size=args.image_size, pretrain_steps=args.pretrain_steps)
+  try:
+    run_table(args.data, args.output, args.methods.split(","), args.seeds, cfg, args.visual_init,
+              log=lambda m: print(m, flush=True))
+  except ValueError as e:
+    print(f"cscnn experiment table4: {e}", file=sys.stderr)
+    return 1
+  with open(os.path.join(args.output, "table4.md")) as f:
+    print(f.read())
+  print(f"table: {os.path.join(args.output, 'table4.md')}, {os.path.join(args.output, 'table4.csv')}")
+  return 0
+
+
 def register(sub) -> None:
   from cscnn.experiment import GRIDS, run_ablation
   from spec import choices
@@ -65,3 +84,33 @@ def register(sub) -> None:
   ab.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES, help="CNN of every cell")
   ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")
   ab.set_defaults(func=_cmd_experiment_ablation)
+
+  from cscnn.table4 import METHODS, BPRConfig
+  bpr = defaults(BPRConfig)
+  t4 = ex.add_parser("table4", help="paper Table 4 in the BPR setting (eq. 12 trained with the pair-wise "
+                                    "loss of eq. 14, per-user AUC eq. 13 on all and cold ads)")
+  t4.add_argument("--data", required=True,
+                  help="pre-split data with images, e.g. from `cscnn data movielens`: ads/ads.csv, "
+                       "impressions/train/*.csv, impressions/eval/*.csv (test), validation/*.csv")
+  t4.add_argument("--output", required=True, help="folder: cells/ (one JSON per run), table4.md/.csv")
+  t4.add_argument("--methods", default=",".join(METHODS),
+                  help="comma-separated rows: bpr-mf (no image), vbpr (frozen pretrained encoder), dvbpr "
+                       "(CNN end to end), cbam, cscnn")
+  t4.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per method")
+  t4.add_argument("--visual-init", default=choices.CATALOGUE, metavar="catalogue|scratch|PATH",
+                  help="the encoder of every image row: catalogue (pretrained here on the ads' images, "
+                       "categories and title words, once per OUTPUT), scratch (not for vbpr) or a Keras "
+                       "weights file of the backbone")
+  t4.add_argument("--epochs", type=int, default=bpr["epochs"],
+                  help="passes over the training positives; each run reports the epoch with the best "
+                       "validation AUC")
+  t4.add_argument("--batch-size", type=int, default=bpr["batch_size"], help="triplets per step")
+  t4.add_argument("--learning-rate", type=float, default=bpr["learning_rate"], help="Adam's")
+  t4.add_argument("--l2", type=float, default=bpr["l2"], help="lambda of eq. 14 on the batch's parameters")
+  t4.add_argument("--latent-dim", type=int, default=bpr["latent_dim"], help="d' of gamma_u, gamma_a")
+  t4.add_argument("--visual-dim", type=int, default=bpr["visual_dim"], help="d_v of theta_u and Phi")
+  t4.add_argument("--backbone", default=bpr["backbone"], choices=choices.BACKBONES, help="CNN of Phi")
+  t4.add_argument("--image-size", type=int, default=bpr["image_size"], help="images are padded to S x S")
+  t4.add_argument("--pretrain-steps", type=int, default=bpr["pretrain_steps"],
+                  help="catalogue pretraining batches (--visual-init catalogue)")
+  t4.set_defaults(func=_cmd_experiment_table4)
