@@ -123,7 +123,8 @@ def colour_table(tmp_path_factory):
 def test_images_rank_cold_ads_that_bpr_mf_cannot(colour_table):
   by = colour_table["by"]
   # every held-out ad is cold (no training positive): BPR-MF has only random gamma_a for them
-  assert by["bpr-mf"]["cold_users"] == 16 and by["bpr-mf"]["cold_auc"] == by["bpr-mf"]["auc"]
+  assert by["bpr-mf"]["cold_users"] == by["bpr-mf"]["wide_cold_users"] == 16
+  assert by["bpr-mf"]["cold_auc"] == by["bpr-mf"]["wide_cold_auc"] == by["bpr-mf"]["auc"]
   assert by["bpr-mf"]["auc"] < 0.8
   assert by["vbpr"]["auc"] > 0.95
   assert by["dvbpr"]["auc"] > 0.95          # images alone: DVBPR has no category input

@@ -97,10 +97,10 @@ def register(sub) -> None:
                   help="comma-separated rows: bpr-mf (no image), vbpr (frozen pretrained encoder), dvbpr "
                        "(CNN end to end), cbam, cscnn")
   t4.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per method")
-  t4.add_argument("--visual-init", default=choices.CATALOGUE, metavar="catalogue|scratch|PATH",
+  t4.add_argument("--visual-init", default=choices.CATALOGUE, metavar="catalogue|imagenet|scratch|PATH",
                   help="the encoder of every image row: catalogue (pretrained here on the ads' images, "
-                       "categories and title words, once per OUTPUT), scratch (not for vbpr) or a Keras "
-                       "weights file of the backbone")
+                       f"categories and title words, once per OUTPUT), imagenet (--backbone {IMAGENET_BACKBONE}), "
+                       "scratch (not for vbpr) or a Keras weights file of the backbone")
   t4.add_argument("--epochs", type=int, default=bpr["epochs"],
                   help="passes over the training positives; each run reports the epoch with the best "
                        "validation AUC")
