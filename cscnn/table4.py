@@ -279,6 +279,16 @@ class _Model:
     norm = tf.add_n([tf.reduce_sum(tf.square(p)) for p in parts]) / tf.cast(tf.shape(users)[0], tf.float32)
     return self.score(parts), norm
 
+  def pair(self, users, pos, neg, training=False):
+    """y_ui, y_uj of a batch of triplets and the regulariser (squared norms per triplet). One
+    call for positives and negatives together: the CNN sees every unique ad of the batch once,
+    and its batch norm takes one set of statistics over them, as at serving time; two calls
+    would normalise positives and negatives apart, a difference the CNN could learn from."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    scores, norm = self(tf.concat([users, users], 0), tf.concat([pos, neg], 0), training)
+    s_i, s_j = tf.split(scores, 2)
+    return s_i, s_j, 2.0 * norm
+
 
 def _score_rows(model: _Model, rows: np.ndarray, batch: int = 2048) -> np.ndarray:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -305,8 +315,8 @@ def train_and_evaluate(method: str, inter: Interactions, cfg: BPRConfig, seed: i
   @tf.function
   def step(u, i, j):
     with tf.GradientTape() as tape:
-      (s_i, n_i), (s_j, n_j) = model(u, i, training=True), model(u, j, training=True)
-      loss = bpr_loss(None, s_i - s_j) + cfg.l2 * (n_i + n_j)
+      s_i, s_j, norm = model.pair(u, i, j, training=True)
+      loss = bpr_loss(None, s_i - s_j) + cfg.l2 * norm
     optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
     return loss
 

@@ -171,3 +171,22 @@ def test_cli_refuses_vbpr_from_scratch(tmp_path):
   proc = cscnn("experiment", "table4", "--data", str(root), "--output", str(tmp_path / "o"),
                "--methods", "vbpr", "--visual-init", "scratch", check=False)
   assert proc.returncode == 1 and "pretrained, frozen encoder" in proc.stderr
+
+
+def test_positives_and_negatives_share_one_batch_norm_pass():
+  """In training mode an ad's score depends on the set of ads in the batch (batch norm), not on
+  whether it stands as positive or negative: with two passes, an ad alone among the positives
+  would be normalised to a constant."""
+  import tensorflow as tf
+  from cscnn.table4 import _Model
+  rng = np.random.default_rng(0)
+  inter = Interactions(["u0"], ["a", "b", "c"], np.array([0, 1, 0]), np.array([[0, 0]]),
+                       np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64),
+                       rng.integers(0, 255, (3, 16, 16, 3)).astype(np.uint8))
+  model = _Model("dvbpr", inter, BPRConfig(image_size=16), None, seed=0)
+  u = tf.constant([0, 0])
+  s_i, _, _ = model.pair(u, tf.constant([0, 0]), tf.constant([1, 2]), training=True)
+  _, s_j, _ = model.pair(u, tf.constant([1, 2]), tf.constant([0, 0]), training=True)
+  np.testing.assert_allclose(s_i.numpy(), s_j.numpy(), rtol=1e-5)
+  s_mixed, _, _ = model.pair(u, tf.constant([0, 1]), tf.constant([2, 2]), training=True)
+  assert abs(float(s_mixed[0]) - float(s_i[0])) < 1e-5          # same ads in the batch: same score
