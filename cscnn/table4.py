@@ -282,7 +282,7 @@ class _Model:
   def pair(self, users, pos, neg, training=False):
     """y_ui, y_uj of a batch of triplets and the regulariser (squared norms per triplet). One
     call for positives and negatives together: the CNN sees every unique ad of the batch once,
-    and its batch norm takes one set of statistics over them, as at serving time; two calls
+    and its batch norm takes one set of statistics over them, as in evaluation; two calls
     would normalise positives and negatives apart, a difference the CNN could learn from."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     scores, norm = self(tf.concat([users, users], 0), tf.concat([pos, neg], 0), training)
