@@ -3,7 +3,8 @@ pushed model and of every baseline on eval rows whose ad has fewer than T traini
 each with its Hanley-McNeil standard error, and the model's paired gain over the best baseline
 with a bootstrap interval (rows resampled within positives and within negatives).
 
-  bin/env python scripts/cold_slices.py --run OUT --data DATA [--model SAVEDMODEL] [--thresholds 5,10,20,40]
+  bin/env python scripts/cold_slices.py --run OUT --data DATA [--model SAVEDMODEL] [--against SAVEDMODEL]
+      [--thresholds 5,10,20,40]
 
 The pipeline's own cold slice is T = 5 (the paper's definition, `spec.features.COLD_THRESHOLD`).
 At a few thousand users few held-out positives fall below it, so one slice cannot tell the model
@@ -77,6 +78,8 @@ def main() -> int:
   ap.add_argument("--data", required=True, help="the data folder the run read")
   ap.add_argument("--model", help="the SavedModel to score (default: the run's latest pushed version)")
   ap.add_argument("--thresholds", default="5,10,20,40", help="cold: fewer than T training positives")
+  ap.add_argument("--against", help="another SavedModel (e.g. the same run without images): the gain "
+                  "column compares the model with it instead of the best baseline")
   ap.add_argument("--bootstrap", type=int, default=500, help="resamples for the paired interval")
   args = ap.parse_args()
   thresholds = [int(t) for t in args.thresholds.split(",")]
@@ -84,6 +87,7 @@ def main() -> int:
 
   from spec.features import DEFAULT_SPEC
   from spec.files import DATA_SPEC_FILE, load
+  from spec.names import OUTPUT_KEY
   from tfx_pipeline.metrics import auc_standard_error
 
   spec_path = os.path.join(args.data, DATA_SPEC_FILE)
@@ -98,6 +102,8 @@ def main() -> int:
   ad_positives = np.array([counts.get(a, 0) for a in ads])
 
   models = {"model": args.model or _one(os.path.join(args.run, "serving", "*", "*"))}
+  if args.against:
+    models["against"] = args.against
   baselines = _one(os.path.join(pipeline, "BaselineGen", "baselines", "*"))
   for kind in sorted(os.listdir(baselines)):
     if os.path.exists(os.path.join(baselines, kind, "saved_model.pb")):
@@ -109,14 +115,15 @@ def main() -> int:
     out = []
     for i in range(0, len(rows), batch):
       res = fn(examples=tf.constant(rows[i:i + batch]))
-      out.append(next(iter(res.values())).numpy().reshape(-1))
+      out.append(res[OUTPUT_KEY].numpy().reshape(-1))
     scores[name] = np.concatenate(out)
     print(f"scored {len(rows):,} eval rows with {name} ({path})", file=sys.stderr)
 
   names = list(models)
   print(f"run {args.run}; {len(rows):,} eval rows, {int(labels.sum()):,} positives")
+  reference = "against" if args.against else "best baseline"
   print("| cold: fewer than T training positives | rows | positives | "
-        + " | ".join(names) + " | model - best baseline [90% bootstrap] |")
+        + " | ".join(names) + f" | model - {reference} [90% bootstrap] |")
   print("|---" * (len(names) + 4) + "|")
   for t in thresholds + [None]:
     sel = ad_positives < t if t is not None else np.ones(len(rows), bool)
@@ -124,7 +131,7 @@ def main() -> int:
     n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
     aucs = {n: auc(scores[n][sel], y) for n in names}
     cells = [f"{aucs[n]:.4f} ± {auc_standard_error(aucs[n], n_pos, n_neg):.3f}" for n in names]
-    base = [n for n in names if n != "model"]
+    base = ["against"] if args.against else [n for n in names if n != "model"]
     best = max(base, key=lambda n: aucs[n]) if base else None
     gain = ""
     if best is not None:
