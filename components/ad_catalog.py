@@ -127,6 +127,24 @@ def read_titles(catalog_path: str) -> dict:
     return {row[AD_COLUMN]: row[TITLE_FEATURE] or "" for row in reader if row.get(AD_COLUMN)}
 
 
+def read_catalog_arrays(data_root: str, image_size: int, limit: int = 0):
+  """``DATA/ads/ads.csv`` as arrays for work outside the pipeline (pretraining, Table 4): ad ids,
+  categories (int64), images (N, S, S, 3) uint8 decoded as AdCatalogGen stores them (padded, a
+  blank for a missing image) and titles; the first ``limit`` ads only when > 0."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  path = os.path.join(data_root, "ads", "ads.csv")
+  titles = read_titles(path)
+  ids, cats, imgs = [], [], []
+  for ad_id, category, png, _ in read_catalog(path, data_root, image_size, "blank", log_every=0):
+    if limit and len(ids) >= limit:
+      break
+    ids.append(ad_id)
+    cats.append(category)
+    imgs.append(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
+  return ids, np.array(cats, dtype=np.int64), np.stack(imgs), [titles.get(a, "") for a in ids]
+
+
 def to_example(ad_id: str, category_id: int, png: bytes, ok: int, title: str = "") -> bytes:
   feature = {
       AD_COLUMN: tf.train.Feature(bytes_list=tf.train.BytesList(value=[ad_id.encode()])),

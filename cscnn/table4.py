@@ -32,7 +32,6 @@ import glob
 import json
 import logging
 import os
-import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -117,21 +116,16 @@ def read_interactions(data: str, image_size: Optional[int] = None) -> Interactio
   """The catalogue (``ads/ads.csv``, with images when ``image_size``) and the three splits.
   An impression of an ad the catalogue lacks, or a label other than 0/1, stops with its file
   and line."""
-  from components.ad_catalog import read_catalog, read_titles  # pylint: disable=import-outside-toplevel
+  from components.ad_catalog import read_catalog_arrays  # pylint: disable=import-outside-toplevel
   catalogue = os.path.join(data, "ads", "ads.csv")
-  ads, categories, images = [], [], []
   if image_size:
-    import io  # pylint: disable=import-outside-toplevel
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-    for ad_id, category, png, _ in read_catalog(catalogue, data, image_size, "blank", log_every=0):
-      ads.append(ad_id)
-      categories.append(category)
-      images.append(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
+    ads, categories, images, titles = read_catalog_arrays(data, image_size)
   else:
+    images = None
     with open(catalogue, newline="") as f:
-      for row in csv.DictReader(f):
-        ads.append(row["ad_id"])
-        categories.append(int(row["category_id"]))
+      rows = list(csv.DictReader(f))
+    ads, titles = [r["ad_id"] for r in rows], [r.get("title_words") or "" for r in rows]
+    categories = np.array([int(r["category_id"]) for r in rows], dtype=np.int64)
   ad_index = {a: i for i, a in enumerate(ads)}
   users: Dict[str, int] = {}
 
@@ -154,9 +148,7 @@ def read_interactions(data: str, image_size: Optional[int] = None) -> Interactio
   train = split(paths("impressions", "train"), "training", positives_only=True)[:, :2]
   test = split(paths("impressions", "eval"), "eval")
   validation = split(paths("validation"), "validation")
-  titles = read_titles(catalogue)
-  return Interactions(list(users), ads, np.array(categories, dtype=np.int64), train, validation, test,
-                      np.stack(images) if images else None, [titles.get(a, "") for a in ads])
+  return Interactions(list(users), ads, categories, train, validation, test, images, titles)
 
 
 def sample_negatives(rng: np.random.Generator, users: np.ndarray, n_ads: int, positive_keys: np.ndarray,
@@ -238,7 +230,7 @@ class _Model:
 
   def _visual(self, method, inter, cfg, weights, tf):
     import keras  # pylint: disable=import-outside-toplevel
-    from models.pretrain import feature_model  # pylint: disable=import-outside-toplevel
+    from models.pretrain import embed, feature_model  # pylint: disable=import-outside-toplevel
     from models.visual import VisualConfig, build_tower  # pylint: disable=import-outside-toplevel
     if inter.images is None:
       raise ValueError(f"{method} needs the ads' images: read the data with image_size")
@@ -247,11 +239,7 @@ class _Model:
     tower = build_tower(vcfg, int(inter.categories.max()) + 1, name=f"{method}_cnn")
     categories = tf.constant(inter.categories)
     if method == "vbpr":      # the frozen features once per ad, then VBPR's learnt map E
-      features = feature_model(tower)
-      table = np.concatenate([np.asarray(features({IMAGE_INPUT: tf.constant(inter.images[i:i + 256], tf.float32),
-                                                   CATEGORY_INPUT: categories[i:i + 256]}, training=False))
-                              for i in range(0, len(inter.images), 256)])
-      table = tf.constant(table)
+      table = tf.constant(embed(feature_model(tower), inter.images))   # the fixed tower reads no category
       project = keras.layers.Dense(cfg.visual_dim, name="E")
       project.build((None, table.shape[1]))
       self.layers.append(project)
@@ -402,10 +390,9 @@ def run_table(data: str, output: str, methods: Sequence[str] = METHODS, seeds: i
 
 
 def _mean_std(values) -> str:
-  values = [v for v in values if v == v]
-  if not values:
-    return "n/a"
-  return f"{statistics.fmean(values):.4f}" + (f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else "")
+  """As the ablation tables print it; NaN (no user in a slice) counts as missing."""
+  from cscnn.experiment import _format_mean_std, _mean_std as mean_std  # pylint: disable=import-outside-toplevel
+  return _format_mean_std(*mean_std([None if v != v else v for v in values]))
 
 
 def write_table(results: List[Dict], output: str) -> str:

@@ -228,7 +228,8 @@ def _fit(name: str, features: keras.Model, train_backbone: bool, data, cfg: Pret
   return heads, cfg.steps / max(time.perf_counter() - t0, 1e-9)
 
 
-def _embed(features: keras.Model, images: np.ndarray, batch: int = 256) -> np.ndarray:
+def embed(features: keras.Model, images: np.ndarray, batch: int = 256) -> np.ndarray:
+  """``features`` (inference mode, category 0) over ``images`` in batches: (N, width)."""
   out = [features({IMAGE_INPUT: tf.constant(images[i:i + batch], tf.float32),
                    CATEGORY_INPUT: tf.zeros((len(images[i:i + batch]),), tf.int64)}, training=False)
          for i in range(0, len(images), batch)]
@@ -296,17 +297,17 @@ def pretrain(ad_ids: Sequence[str], categories: np.ndarray, images: np.ndarray, 
                cfg.steps)
   heads, rate = _fit("encoder", features, True, train, cfg, len(classes), prior)
   held_titles = [t for t, h in zip(titles, held) if h]
-  metrics = {"pretrained": {**evaluate(heads, _embed(features, images[ho]), cat_ids[ho], multi[ho], ids[ho],
+  metrics = {"pretrained": {**evaluate(heads, embed(features, images[ho]), cat_ids[ho], multi[ho], ids[ho],
                                        held_titles), "steps_per_s": rate}}
 
   random_tower = build_visual_tower(backbone, AttentionConfig("none"), name=f"{cfg.backbone}_random")
   random_features = feature_model(random_tower)
   random_features.trainable = False
-  f_train = _embed(random_features, images[tr])
+  f_train = embed(random_features, images[tr])
   standardize = (f_train.mean(0).astype(np.float32), (f_train.std(0) + 1e-6).astype(np.float32))
   heads_r, rate_r = _fit("random reference", random_features, False, train, cfg, len(classes), prior,
                          standardize)
-  f_held = (_embed(random_features, images[ho]) - standardize[0]) / standardize[1]
+  f_held = (embed(random_features, images[ho]) - standardize[0]) / standardize[1]
   metrics["random"] = {**evaluate(heads_r, f_held, cat_ids[ho], multi[ho], ids[ho], held_titles),
                        "steps_per_s": rate_r}
 

@@ -15,23 +15,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def load(data: str, image_size: int, limit: int):
-  import io
-  import numpy as np
-  from PIL import Image
-  from components.ad_catalog import read_catalog, read_titles
-  path = os.path.join(data, "ads", "ads.csv")
-  titles = read_titles(path)
-  ids, cats, imgs = [], [], []
-  for ad_id, category, png, _ in read_catalog(path, data, image_size, "blank", log_every=0):
-    if limit and len(ids) >= limit:
-      break
-    ids.append(ad_id)
-    cats.append(category)
-    imgs.append(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
-  return ids, np.array(cats), np.stack(imgs), [titles.get(a, "") for a in ids]
-
-
 def main() -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--data", required=True)
@@ -46,8 +29,9 @@ def main() -> int:
   args = p.parse_args()
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   from models.backbones import save_backbone_weights
+  from components.ad_catalog import read_catalog_arrays
   from models.pretrain import PretrainConfig, pretrain
-  ids, cats, imgs, titles = load(args.data, args.image_size, args.ads)
+  ids, cats, imgs, titles = read_catalog_arrays(args.data, args.image_size, args.ads)
   extra = {} if args.brightness is None else {"brightness": args.brightness}
   cfg = PretrainConfig(args.backbone, args.image_size, args.steps, args.batch_size, seed=args.seed, **extra)
   result = pretrain(ids, cats, imgs, titles, cfg)

@@ -149,7 +149,6 @@ def test_table_and_cells_written_and_a_changed_configuration_refused(colour_tabl
 
 
 def test_vbpr_keeps_the_encoder_frozen_and_cscnn_trains_it():
-  import keras
   import tensorflow as tf
   from cscnn.table4 import _Model
   inter = Interactions(["u0", "u1"], ["a", "b", "c"], np.array([0, 1, 0]), np.array([[0, 0], [1, 1]]),
@@ -163,7 +162,6 @@ def test_vbpr_keeps_the_encoder_frozen_and_cscnn_trains_it():
   assert any("conv" in v.path for v in cs.trainable_variables)
   scores, _ = vbpr(tf.constant([0, 1, 0]), tf.constant([0, 1, 2]))
   assert scores.shape == (3,)
-  del keras
 
 
 def test_cli_refuses_vbpr_from_scratch(tmp_path):

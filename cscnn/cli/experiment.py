@@ -39,12 +39,11 @@ def _cmd_experiment_ablation(args) -> int:
 
 
 def _cmd_experiment_table4(args) -> int:
+  import dataclasses
   import logging
   from cscnn.table4 import BPRConfig, run_table
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-  cfg = BPRConfig(latent_dim=args.latent_dim, visual_dim=args.visual_dim, epochs=args.epochs,
-                  batch_size=args.batch_size, learning_rate=args.learning_rate, l2=args.l2,
-                  backbone=args.backbone, image_size=args.image_size, pretrain_steps=args.pretrain_steps)
+  cfg = BPRConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BPRConfig)})   # a flag per field
   try:
     run_table(args.data, args.output, args.methods.split(","), args.seeds, cfg, args.visual_init,
               log=lambda m: print(m, flush=True))
