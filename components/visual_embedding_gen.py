@@ -56,10 +56,10 @@ class _EmbedFn(beam.DoFn):
     import tensorflow_transform as tft  # pylint: disable=import-outside-toplevel
     import models.attention  # noqa: F401  (registers layers)
     import models.layers  # noqa: F401
-    import models.visual  # noqa: F401
+    from models.visual import VISUAL_LAYER  # pylint: disable=import-outside-toplevel
     from tfx_pipeline.trainer import END_TO_END_MODEL  # pylint: disable=import-outside-toplevel
     model = keras.models.load_model(os.path.join(self.model_dir, END_TO_END_MODEL))
-    self.cnn = model.get_layer("visual").tower
+    self.cnn = model.get_layer(VISUAL_LAYER).tower
     self.tft_output = tft.TFTransformOutput(self.transform_uri)
 
   def process(self, batch: List[bytes]) -> Iterable[bytes]:

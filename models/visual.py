@@ -21,7 +21,7 @@ visual table holds its output per ad (with the ad's category) and serving stays 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -131,6 +131,7 @@ class DedupApply(keras.layers.Layer):
     return cls(**config)
 
 
+VISUAL_LAYER = "visual"             # the CTR model's DedupApply layer, which holds the tower
 TRANSFER_EMBED = "transfer_embed"   # the learnt linear map to the transfer_dim-d image embedding
 TRANSFER = "transfer"               # the CategoryGatedTransfer layer, whose output is x_v
 
@@ -152,21 +153,54 @@ def build_tower(cfg: VisualConfig, num_categories: int, name: Optional[str] = No
   return keras.Model(backbone.input, x_v, name=backbone.name)
 
 
-def make_visual_tower(cfg: VisualConfig, num_categories: int, category_feature: str):
+def _head_layers(cnn: keras.Model, cfg: VisualConfig) -> Tuple[keras.layers.Layer, ...]:
+  names = (TRANSFER_EMBED, TRANSFER) if cfg.variant == choices.TRANSFER else (PROJECTION,)
+  return tuple(cnn.get_layer(n) for n in names)
+
+
+def split_frozen_tower(cnn: keras.Model, cfg: VisualConfig) -> Optional[Tuple[keras.Model, keras.Model]]:
+  """For a tower whose every layer before its head is frozen (``fixed`` and ``transfer``
+  without attention): ``(features, head)``. ``features`` maps {image, category} to the pooled
+  features, a fixed function of the image; ``head`` maps {image: features (B, F), category}
+  to x_v with the tower's own head layers (PROJECTION; or TRANSFER_EMBED and TRANSFER), so that
+  training ``head`` trains ``cnn``. None when anything before the head trains (fine-tuned and
+  attention variants), since then the features change with training."""
+  if cfg.variant not in choices.FROZEN_VARIANTS:
+    return None
+  head_layers = _head_layers(cnn, cfg)
+  features = keras.Model(cnn.inputs, head_layers[0].input, name=f"{cnn.name}_features")
+  if features.trainable_weights:
+    return None
+  f = keras.Input((features.output.shape[-1],), dtype="float32", name=IMAGE_INPUT)
+  category = keras.Input((), dtype="int64", name=CATEGORY_INPUT)
+  if cfg.variant == choices.TRANSFER:
+    x_v = head_layers[1]((head_layers[0](f), category))
+  else:
+    x_v = head_layers[0](f)
+  return features, keras.Model({IMAGE_INPUT: f, CATEGORY_INPUT: category}, x_v, name=f"{cnn.name}_head")
+
+
+def make_visual_tower(cfg: VisualConfig, num_categories: int, category_feature: str,
+                      head: Optional[keras.Model] = None):
   """The DCN seam's callable: builds the CNN and returns ({image, image_key inputs}, x_v).
 
   The category comes from the transformed input of `category_feature`, so the priors are
   indexed by Transform ids (``num_categories`` = its id space, OOV included).
+
+  With ``head`` (`split_frozen_tower`'s), the image input carries the ad's precomputed pooled
+  features instead of its pixels and the tower is that head: the training model of a frozen
+  backbone, whose every other layer has the name it has in the image model.
   """
   if not cfg.enabled:
     return None
 
   def tower(inputs):
     s = cfg.image_size
-    image = keras.Input((s, s, 3), dtype="float32", name=IMAGE_INPUT)
+    shape = (s, s, 3) if head is None else head.input[IMAGE_INPUT].shape[1:]
+    image = keras.Input(shape, dtype="float32", name=IMAGE_INPUT)
     key = keras.Input((), dtype="int64", name=IMAGE_KEY_INPUT)
-    cnn = build_tower(cfg, num_categories, name="cnn")
-    x_v = DedupApply(cnn, enabled=cfg.dedup, name="visual")(
+    cnn = build_tower(cfg, num_categories, name="cnn") if head is None else head
+    x_v = DedupApply(cnn, enabled=cfg.dedup, name=VISUAL_LAYER)(
         {IMAGE_INPUT: image, CATEGORY_INPUT: inputs[transformed_name(category_feature)], "key": key})
     return {IMAGE_INPUT: image, IMAGE_KEY_INPUT: key}, x_v
 

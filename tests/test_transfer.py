@@ -176,3 +176,94 @@ def test_the_transfer_variant_starts_its_frozen_backbone_from_a_weights_file(tmp
     for a, b in zip(tower.get_layer(layer.name).get_weights(), layer.get_weights()):
       np.testing.assert_array_equal(a, b)
   assert not tower.get_layer(layers[0].name).trainable
+
+
+# Frozen backbones train on features computed once (models.visual.split_frozen_tower, the
+# Trainer's feature index): the head-only twin must learn exactly what the image model learns.
+
+def _image_model(variant, seed, **visual_args):
+  from models.ctr import build_model
+  from models.dcn import DCNConfig
+  from models.visual import VisualConfig
+  from spec import features as F
+  keras.utils.set_random_seed(seed)
+  visual = VisualConfig(variant, "light", image_size=SIZE, transfer_dim=8, transfer_experts=3, **visual_args)
+  dcn = DCNConfig(deep_units=(16, 8, 4), output_units=(4,))
+  return build_model(F.DEFAULT_SPEC, {f.name: CATS for f in F.DEFAULT_SPEC.features}, dcn, visual), dcn, visual
+
+
+@pytest.mark.parametrize("variant", ["fixed", "transfer"])
+def test_training_on_precomputed_features_equals_training_on_images(variant):
+  from models.ctr import build_model, copy_weights
+  from models.pretrain import embed
+  from models.visual import split_frozen_tower
+  from spec import features as F
+  direct, dcn, visual = _image_model(variant, seed=3)
+  twin_of, _, _ = _image_model(variant, seed=3)
+  for a, b in zip(direct.weights, twin_of.weights):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  features, head = split_frozen_tower(twin_of.get_layer("visual").tower, visual)
+  twin = build_model(F.DEFAULT_SPEC, {f.name: CATS for f in F.DEFAULT_SPEC.features}, dcn, visual, visual_head=head)
+  assert copy_weights(twin_of, twin, skip=("visual",)) >= 6   # embeddings, deep, cross, output layers
+
+  ad_categories = np.array([0, 3, 3, 5])
+  x, images = _inputs(ad_categories, [0, 1, 2, 3, 3, 2, 1, 0, 2])
+  table = embed(features, images)
+  assert table.shape == (4, features.output.shape[-1])
+  x_twin = {**x, "image": table[x["image_key"] - 100]}
+  y = np.array([1, 0, 1, 0, 0, 1, 1, 0, 1], np.float32)[:, None]
+  head_before = [np.asarray(w).copy() for w in head.weights]
+  for model in (direct, twin):
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+  for _ in range(3):
+    direct.train_on_batch(x, y)
+    twin.train_on_batch(x_twin, y)
+  # the twin's head is the image model's own layers: they learnt in place
+  assert any(not np.array_equal(np.asarray(w), b) for w, b in zip(head.weights, head_before))
+  assert {id(w) for w in head.weights} <= {id(w) for w in twin_of.get_layer("visual").tower.weights}
+  copy_weights(twin, twin_of, skip=("visual",))
+  np.testing.assert_allclose(np.asarray(twin_of(x, training=False)), np.asarray(direct(x, training=False)),
+                             atol=1e-5, rtol=0)
+  np.testing.assert_allclose(np.asarray(twin(x_twin, training=False)), np.asarray(direct(x, training=False)),
+                             atol=1e-5, rtol=0)
+
+
+def test_only_a_tower_frozen_up_to_its_head_is_split():
+  from models.visual import split_frozen_tower
+  for variant, extra in (("finetune", {}), ("cscnn", {}), ("fixed", {"attention": "cbam"})):
+    model, _, visual = _image_model(variant, seed=0, **extra)
+    assert split_frozen_tower(model.get_layer("visual").tower, visual) is None, (variant, extra)
+
+
+def test_copy_weights_names_the_layer_that_does_not_fit():
+  from models.ctr import copy_weights
+  small, _, _ = _image_model("none", seed=0)
+  from models.ctr import build_model
+  from models.dcn import DCNConfig
+  from models.visual import VisualConfig
+  from spec import features as F
+  wide = build_model(F.DEFAULT_SPEC, {f.name: CATS for f in F.DEFAULT_SPEC.features},
+                     DCNConfig(deep_units=(32, 8, 4), output_units=(4,)), VisualConfig("none"))
+  with pytest.raises(ValueError, match=r"layer 'deep_0': shapes .*\(16,\).* \(32,\)"):
+    copy_weights(small, wide)
+  with_images, _, _ = _image_model("fixed", seed=0)
+  with pytest.raises(ValueError, match="layer 'visual' .* no counterpart"):
+    copy_weights(small, with_images)
+
+
+def test_the_feature_index_finds_each_ads_features_and_the_blank_images_for_unknown_ads():
+  """The Trainer's index of a frozen backbone: per-ad feature rows found by the ad's fingerprint,
+  and the blank image's features for an ad missing from the catalogue."""
+  from models.pretrain import embed
+  from models.visual import split_frozen_tower
+  from tfx_pipeline.preprocessing import fingerprint
+  from tfx_pipeline.trainer import _feature_index, blank_image
+  model, _, visual = _image_model("fixed", seed=0)
+  features, _ = split_frozen_tower(model.get_layer("visual").tower, visual)
+  images = np.random.default_rng(0).integers(0, 256, size=(3, SIZE, SIZE, 3)).astype(np.uint8)
+  index = _feature_index(features, ["b", "a", "c"], images)
+  found = np.asarray(index.lookup(fingerprint(["c", "zz", "b"])))
+  np.testing.assert_allclose(found[0], embed(features, images[2:3])[0], atol=1e-6)
+  np.testing.assert_allclose(found[1], embed(features, blank_image(images))[0], atol=1e-6)
+  np.testing.assert_allclose(found[2], embed(features, images[:1])[0], atol=1e-6)
+  assert np.abs(found[0] - found[2]).max() > 1e-4

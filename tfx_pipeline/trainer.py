@@ -33,9 +33,9 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models.backbones import attention_maps_model
-from models.ctr import build_model
-from models.pretrain import WEIGHTS_FILE
-from models.visual import VisualConfig
+from models.ctr import build_model, copy_weights
+from models.pretrain import WEIGHTS_FILE, embed
+from models.visual import VISUAL_LAYER, VisualConfig, split_frozen_tower
 from spec.choices import CATALOGUE
 from spec.features import IMAGE_KEY, FeatureSpec, transformed_name
 from spec.names import CATEGORY_INPUT, IMAGE_INPUT
@@ -48,16 +48,23 @@ END_TO_END_MODEL = "end_to_end.keras"
 TRAINING_META = "training.json"
 
 
+def blank_image(images: np.ndarray) -> np.ndarray:
+  """The mid-grey image that stands for an ad missing from the catalogue: (1, S, S, 3) uint8."""
+  return np.full((1,) + images.shape[1:], 128, np.uint8)
+
+
 class ImageIndex:
   """The catalogue's images in memory, found by image key (ad fingerprint) inside tf.data.
-  Impressions of ads missing from the catalogue get a mid-grey image."""
+  Impressions of ads missing from the catalogue get ``blank`` (default: a mid-grey image). The
+  rows may be any per-ad array: a frozen backbone's features, with the blank image's as
+  ``blank``."""
 
-  def __init__(self, ad_ids, images: np.ndarray):
+  def __init__(self, ad_ids, images: np.ndarray, blank: np.ndarray = None):
     keys = fingerprint(ad_ids).numpy()
     order = np.argsort(keys)
     self.keys = tf.constant(keys[order])
-    blank = np.full((1,) + images.shape[1:], 128, np.uint8)
-    self.images = tf.constant(np.concatenate([images[order], blank]))
+    blank = blank_image(images) if blank is None else blank.reshape((1,) + images.shape[1:])
+    self.images = tf.constant(np.concatenate([images[order], blank.astype(images.dtype)]))
     self.n = len(keys)
 
   def lookup(self, key):
@@ -176,6 +183,16 @@ def _unique_per_batch(dataset, batches: int = 10) -> float:
   return float(np.mean(counts)) if counts else 0.0
 
 
+def _feature_index(features: keras.Model, ad_ids, images: np.ndarray) -> ImageIndex:
+  """The frozen backbone's pooled features of every catalogue ad (and of the blank image),
+  computed once, in place of the images: training then runs only the head."""
+  start = time.perf_counter()
+  rows = embed(features, np.concatenate([images, blank_image(images)]))
+  print(f"frozen backbone: features of {len(images)} ads ({rows.shape[-1]}-d) computed once in "
+        f"{time.perf_counter() - start:.1f} s; training the visual head on them", flush=True)
+  return ImageIndex(ad_ids, rows[:-1], blank=rows[-1])
+
+
 def resolve_catalogue_init(visual: VisualConfig, pretrained_uri) -> VisualConfig:
   """``backbone_weights="catalogue"`` -> the weights file in CataloguePretrain's artifact."""
   if visual.backbone_weights != CATALOGUE:
@@ -207,15 +224,23 @@ def run_fn(fn_args: tfx.components.FnArgs):
   sizes = id_spaces(spec, tf_transform_output)
   with _strategy(settings.distribution).scope():
     model = build_model(spec, sizes, dcn, visual)
+  trained = model   # the model that fit() trains: `model` itself, or its frozen-features twin
   input_names = [i.name for i in model.inputs]
 
   index, callbacks = None, [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
   if visual.enabled:
     from tfx_pipeline.catalog import load_catalog_arrays  # pylint: disable=import-outside-toplevel
     ad_ids, raw_categories, images = load_catalog_arrays(custom["catalog_uri"], visual.image_size)
-    index = ImageIndex(ad_ids, images)
+    split = split_frozen_tower(model.get_layer(VISUAL_LAYER).tower, visual)
+    if split is None:
+      index = ImageIndex(ad_ids, images)
+    else:
+      features, head = split
+      index = _feature_index(features, ad_ids, images)
+      with _strategy(settings.distribution).scope():
+        trained = build_model(spec, sizes, dcn, visual, visual_head=head)
     if visual.attention_config().spatial:
-      cnn = model.get_layer("visual").tower
+      cnn = model.get_layer(VISUAL_LAYER).tower
       chosen = _panel(ad_ids, raw_categories, images)
       cats = lookup_ids(spec.feature(spec.category), raw_categories[chosen], tf_transform_output)
       callbacks.append(AttentionMapLogger(
@@ -229,8 +254,10 @@ def run_fn(fn_args: tfx.components.FnArgs):
   unique = _unique_per_batch(train) if visual.enabled else 0.0
   callbacks.append(ThroughputLogger(fn_args.model_run_dir, batch_size, unique))
   steps = max(1, fn_args.train_steps // epochs)
-  model.fit(train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
-            validation_steps=max(1, fn_args.eval_steps), callbacks=callbacks, verbose=2)
+  trained.fit(train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
+              validation_steps=max(1, fn_args.eval_steps), callbacks=callbacks, verbose=2)
+  if trained is not model:
+    copy_weights(trained, model, skip=(VISUAL_LAYER,))   # the head's layers are the model's own
 
   if not visual.enabled:
     export_serving_model(model, tf_transform_output, fn_args.serving_model_dir, spec)
