@@ -218,6 +218,40 @@ def test_same_seed_same_bytes_and_user_subsets(converted, tmp_path):
   assert sorted(map(key, sub)) == sorted(map(key, full))
 
 
+def test_popularity_negatives_follow_one_plus_training_positives_and_skip_rated_movies():
+  from cscnn.data.movielens import popularity_negatives
+  weights = np.array([1.0, 5.0, 1.0, 3.0, 2.0])
+  draws = popularity_negatives(np.array([1, 4]), 20000, weights, seed=0, user_id=7)
+  share = np.bincount(draws, minlength=5) / len(draws)
+  np.testing.assert_allclose(share, [0.2, 0.0, 0.2, 0.6, 0.0], atol=0.015)   # 1 : 1 : 3 over 0, 2, 3
+  np.testing.assert_array_equal(draws, popularity_negatives(np.array([1, 4]), 20000, weights, 0, 7))
+  assert len(popularity_negatives(np.array([0, 1, 2, 3, 4]), 5, weights, 0, 7)) == 0   # rated everything
+
+
+def test_popularity_negatives_change_only_the_training_negatives(converted, tmp_path):
+  cfg = MovieLensConfig(users=0, negatives=40, eval_negatives=3, seed=0, train_negatives="popularity")
+  convert(str(converted["src"]), str(tmp_path / "p"), cfg, log=_quiet)
+  uniform = tmp_path / "u"
+  convert(str(converted["src"]), str(uniform), MovieLensConfig(users=0, negatives=40, eval_negatives=3, seed=0),
+          log=_quiet)
+  for rel in (("impressions", "eval", "impressions.csv"), ("validation", "impressions.csv")):
+    assert _read(tmp_path.joinpath("p", *rel)) == _read(uniform.joinpath(*rel))
+  pop, uni = (_by_user(_read(d / "impressions" / "train" / "impressions.csv")) for d in (tmp_path / "p", uniform))
+  positives = collections.Counter(m for u in pop.values() for m in u["pos"])
+  for u, rated in RATINGS.items():
+    assert sorted(pop[u]["pos"]) == sorted(uni[u]["pos"])
+    assert len(pop[u]["neg"]) == 40 * len(pop[u]["pos"]) and not set(pop[u]["neg"]) & set(rated)
+  # user 3 rated movies 1 and 2; among the rest, the most trained-on movie is drawn most often
+  drawn = collections.Counter(pop[3]["neg"])
+  top = max((m for m in ADS_IDS if m not in RATINGS[3]), key=lambda m: positives[m])
+  rare = min((m for m in ADS_IDS if m not in RATINGS[3]), key=lambda m: positives[m])
+  assert positives[top] > positives[rare] and drawn[top] > drawn[rare]
+  summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+  assert "by popularity" in summary["protocol"] and summary["config"]["train_negatives"] == "popularity"
+  with pytest.raises(ValueError, match="--train-negatives"):
+    MovieLensConfig(train_negatives="popular")
+
+
 def test_catalogue_images_through_ad_catalog_gen_reader(converted):
   from components.ad_catalog import CatalogError, read_catalog
   out = str(converted["out"])

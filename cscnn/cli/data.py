@@ -44,7 +44,7 @@ def _cmd_data_sample(args) -> int:
 
 
 def _add_movielens(data) -> None:
-  from cscnn.data.movielens import MovieLensConfig
+  from cscnn.data.movielens import NEGATIVE_SAMPLING, MovieLensConfig
   movielens = MovieLensConfig()    # the converter's defaults are the flags' defaults
   ml = data.add_parser("movielens", help="convert MovieLens-1M + posters into the pre-split input "
                                          "format (see cscnn/data/movielens.py)")
@@ -54,6 +54,9 @@ def _add_movielens(data) -> None:
   ml.add_argument("--users", type=int, default=movielens.users, help="random subset of users; 0 = all 6,040")
   ml.add_argument("--negatives", type=int, default=movielens.negatives,
                   help="K: sampled negatives per training positive")
+  ml.add_argument("--train-negatives", choices=NEGATIVE_SAMPLING, default=movielens.train_negatives,
+                  help="how training negatives are drawn: uniformly over the catalogue, or in proportion to "
+                       "1 + each movie's training positives (eval negatives stay uniform)")
   ml.add_argument("--eval-negatives", type=int, default=movielens.eval_negatives,
                   help="M: sampled negatives per held-out test / validation positive")
   ml.add_argument("--seed", type=int, default=movielens.seed,
@@ -68,7 +71,8 @@ def _cmd_data_movielens(args) -> int:
   from cscnn.data.movielens import MovieLensConfig, convert
   try:
     cfg = MovieLensConfig(users=args.users, negatives=args.negatives,
-                          eval_negatives=args.eval_negatives, seed=args.seed)
+                          eval_negatives=args.eval_negatives, seed=args.seed,
+                          train_negatives=args.train_negatives)
     summary = convert(args.source, args.out, cfg, log=lambda m: print(m, flush=True))
   except (ValueError, OSError) as e:   # SourceError is a ValueError
     raise UsageError(str(e)) from e

@@ -1,7 +1,7 @@
 """MovieLens-1M with posters -> the project's input format (a pre-split data set).
 
     bin/cscnn data movielens --source ../shared/data/movielens1m_posters --out DIR \\
-        [--users N] [--negatives K] [--eval-negatives M] [--seed S]
+        [--users N] [--negatives K] [--train-negatives uniform|popularity] [--eval-negatives M] [--seed S]
     bin/cscnn pipeline run --data DIR --output OUT --on-bad-image blank --cold-by positives \\
         [--variant none|cscnn]
 
@@ -22,8 +22,11 @@ Protocol (the paper's Amazon protocol, sections 4.2-4.3; implicit feedback)
   * Negatives are movies the user has NOT rated (held-out ones included, so a held-out movie is
     never a negative), drawn uniformly from the catalogue (every movie rated by anyone in the
     source, 3,706):
-      - train: K per training positive (``--negatives``, default 1, i.e. 1:1), drawn with
-        replacement, independently per positive;
+      - train: K per training positive (``--negatives``, default 4), drawn with replacement,
+        independently per positive; with ``--train-negatives popularity`` each in proportion to
+        1 + the movie's training positives over all converted users (from
+        ``default_rng([seed, user_id, 2])``, after every user's split), so that negatives
+        follow exposure as in an impression log;
       - eval (test): the test positive + M distinct negatives (``--eval-negatives``, default
         20). The pipeline's per-user AUC (eq. 13, ``tfx_pipeline/metrics.py:PerUserAUC``,
         grouped by user_id) over these rows is the paper's per-user AUC with M sampled
@@ -121,6 +124,11 @@ NO_TITLE = "untitled"            # title_words of a title without any alphanumer
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 
 
+UNIFORM, POPULARITY = "uniform", "popularity"
+NEGATIVE_SAMPLING = (UNIFORM, POPULARITY)   # training negatives: uniform over the catalogue, or
+                                            # in proportion to 1 + the movie's training positives
+
+
 class SourceError(ValueError):
   """The source folder is not a usable MovieLens-1M posters copy."""
 
@@ -132,12 +140,15 @@ class MovieLensConfig:
                                   # against 1 lifts the pipeline's per-user AUC above the blend's)
   eval_negatives: int = 20        # M: sampled negatives per held-out (test / validation) positive
   seed: int = 0
+  train_negatives: str = UNIFORM  # how training negatives are drawn: NEGATIVE_SAMPLING
 
   def __post_init__(self):
     if self.users < 0:
       raise ValueError(f"--users must be >= 0 (0 = all), got {self.users}")
     if self.negatives < 0:
       raise ValueError(f"--negatives must be >= 0, got {self.negatives}")
+    if self.train_negatives not in NEGATIVE_SAMPLING:
+      raise ValueError(f"--train-negatives must be one of {', '.join(NEGATIVE_SAMPLING)}, got {self.train_negatives!r}")
     if self.eval_negatives < 1:
       raise ValueError(f"--eval-negatives must be >= 1 (a per-user AUC needs negatives), got {self.eval_negatives}")
 
@@ -268,6 +279,17 @@ def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: 
   return out
 
 
+def popularity_negatives(rated: np.ndarray, k: int, weights: np.ndarray, seed: int, user_id: int) -> np.ndarray:
+  """``k`` training negatives for a user, drawn with replacement among the movies the user did not
+  rate (``rated``: their indices), each with probability proportional to ``weights`` (1 + its
+  training positives over all users), from ``default_rng([seed, user_id, 2])``."""
+  p = np.asarray(weights, np.float64).copy()
+  p[rated] = 0.0
+  if k == 0 or p.sum() == 0:
+    return np.zeros(0, np.int64)
+  return np.random.default_rng([seed, user_id, 2]).choice(len(p), size=k, replace=True, p=p / p.sum())
+
+
 HISTORY_LEN = 50
 MOVIELENS_SPEC = dataclasses.replace(DEFAULT_SPEC, features=DEFAULT_SPEC.features + (
     Feature("clicked_ads", SEQUENCE, str, max_len=HISTORY_LEN,
@@ -386,8 +408,14 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   train_pos_count = np.zeros(len(catalog), np.int64)
   train_row_count = np.zeros(len(catalog), np.int64)
   without_holdout = 0
-  for u, (uid, a, b) in enumerate(zip(chosen, starts, ends)):
-    s = split_user(r_movie[a:b], len(catalog), cfg, int(uid))
+  splits = [split_user(r_movie[a:b], len(catalog), cfg, int(uid)) for uid, a, b in zip(chosen, starts, ends)]
+  if cfg.train_negatives == POPULARITY:
+    weights = 1.0 + np.bincount(np.concatenate([s["train"] for s in splits] + [np.zeros(0, np.int64)]),
+                                minlength=len(catalog))
+    for uid, (a, b), s in zip(chosen, zip(starts, ends), splits):
+      s["train_neg"] = popularity_negatives(np.unique(r_movie[a:b]), cfg.negatives * len(s["train"]), weights,
+                                            cfg.seed, int(uid))
+  for u, (uid, s) in enumerate(zip(chosen, splits)):
     train.add(u, s["train"], 1)
     train.add(u, s["train_neg"], 0)
     np.add.at(train_pos_count, s["train"], 1)
@@ -458,7 +486,8 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
       "source": source,
       "config": dataclasses.asdict(cfg),
       "protocol": "implicit feedback; per user 1 validation + 1 test positive held out (users with >= 3 "
-                  f"ratings); train: {cfg.negatives} sampled non-interacted movie(s) per positive; eval / "
+                  f"ratings); train: {cfg.negatives} non-interacted movie(s) per positive, sampled "
+                  f"{'uniformly' if cfg.train_negatives == UNIFORM else 'by popularity (1 + training positives)'}; eval / "
                   f"validation: the held-out positive + {cfg.eval_negatives} sampled non-interacted movies",
       "users": int(len(chosen)),
       "users_in_source": int(len(all_users)),
