@@ -247,7 +247,7 @@ def test_popularity_negatives_change_only_the_training_negatives(converted, tmp_
   rare = min((m for m in ADS_IDS if m not in RATINGS[3]), key=lambda m: positives[m])
   assert positives[top] > positives[rare] and drawn[top] > drawn[rare]
   summary = json.loads((tmp_path / "p" / "summary.json").read_text())
-  assert "by popularity" in summary["protocol"] and summary["config"]["train_negatives"] == "popularity"
+  assert "by 1 + training positives" in summary["protocol"] and summary["config"]["train_negatives"] == "popularity"
   with pytest.raises(ValueError, match="--train-negatives"):
     MovieLensConfig(train_negatives="popular")
 

@@ -487,7 +487,7 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
       "config": dataclasses.asdict(cfg),
       "protocol": "implicit feedback; per user 1 validation + 1 test positive held out (users with >= 3 "
                   f"ratings); train: {cfg.negatives} non-interacted movie(s) per positive, sampled "
-                  f"{'uniformly' if cfg.train_negatives == UNIFORM else 'by popularity (1 + training positives)'}; eval / "
+                  f"{'uniformly' if cfg.train_negatives == UNIFORM else 'by 1 + training positives'}; eval / "
                   f"validation: the held-out positive + {cfg.eval_negatives} sampled non-interacted movies",
       "users": int(len(chosen)),
       "users_in_source": int(len(all_users)),
