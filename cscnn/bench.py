@@ -11,9 +11,12 @@ over rounds; a ratio of two configurations is the median of their per-round rati
 round), with a bootstrap 90% interval of that median, so one run says whether a difference is
 larger than its noise.
 
-- attention: none / CBAM / CSCNN on each backbone, de-duplication on, G impressions per ad;
+- attention (group ``attention``): none / CBAM / CSCNN on each backbone, de-duplication on, G impressions per ad;
   reports the step-time ratio CSCNN / CBAM.
-- de-duplication: on / off at 1, 5 and 25 impressions per ad (paper 3.4.1).
+- de-duplication (group ``dedup``): on / off at 1, 5 and 25 impressions per ad (paper 3.4.1).
+- frozen backbone (group ``frozen``, not timed by default): the ``fixed`` variant trained on images against the same
+  model trained on features computed once per ad (what the Trainer does for ``fixed`` and
+  ``transfer``: `models.visual.split_frozen_tower`); reports that speed-up.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def _batch(n_impressions: int, per_ad: int, image_size: int, id_space: int, rng)
 
 
 ATTENTIONS = ("none", "cbam", "cscnn")   # none: the fine-tuned CNN without attention
+GROUPS = ("attention", "dedup", "frozen")   # the configurations bench_training can time
 GOAL_CSCNN_OVER_CBAM = 1.05   # issue 7: CSCNN's step time within 5% of CBAM's (paper: FLOPs +0.03%)
 
 
@@ -86,18 +90,20 @@ def machine() -> Dict[str, object]:
 def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
                    per_ad=(1, 5, 25), batch: int = 100, image_size: int = 32, rounds: int = 10,
                    warmup: int = 2, attention_per_ad: int = 5, min_measure_s: float = 1.0,
-                   log=print) -> Dict[str, object]:
+                   groups: Sequence[str] = ("attention", "dedup"), log=print) -> Dict[str, object]:
   import keras
   from models.ctr import build_model
   from models.dcn import DCNConfig
-  from models.visual import VisualConfig
+  from models.pretrain import embed
+  from models.visual import VISUAL_LAYER, VisualConfig, split_frozen_tower
   from spec import choices as C
   from spec.features import DEFAULT_SPEC
 
   unknown = [b for b in backbones if b not in C.BACKBONES] + [a for a in attentions if a not in ATTENTIONS]
-  if unknown:   # before minutes of building models, not after
-    raise ValueError(f"unknown {', '.join(unknown)}: backbones are {', '.join(C.BACKBONES)}, "
-                     f"attention kinds {', '.join(ATTENTIONS)}")
+  unknown += [g for g in groups if g not in GROUPS]
+  if unknown or not groups:   # before minutes of building models, not after
+    raise ValueError(f"unknown {', '.join(unknown) or 'empty groups'}: backbones are {', '.join(C.BACKBONES)}, "
+                     f"attention kinds {', '.join(ATTENTIONS)}, groups {', '.join(GROUPS)}")
   if not min_measure_s > 0:
     raise ValueError(f"measure-seconds must be > 0, got {min_measure_s}")
   for name, value in (("batch", batch), ("rounds", rounds), ("warmup", warmup),
@@ -109,22 +115,29 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
   sizes = {f.name: id_space for f in DEFAULT_SPEC.features}
   configs = []   # (key, backbone, attention, per_ad, dedup)
   for b in backbones:
-    for a in attentions:
+    for a in attentions if "attention" in groups else ():
       configs.append((f"{b}/{a}/G{attention_per_ad}/dedup", b, a, attention_per_ad, True))
   for b in backbones:
-    for g in per_ad:
+    for g in per_ad if "dedup" in groups else ():
       for d in (True, False):
         key = f"{b}/cscnn/G{g}/{'dedup' if d else 'nodedup'}"
         if key not in {c[0] for c in configs}:
           configs.append((key, b, "cscnn", g, d))
+    if "frozen" in groups:
+      for how in ("images", "features"):
+        configs.append((f"{b}/fixed/G{attention_per_ad}/{how}", b, "fixed", attention_per_ad, True))
 
   runs = {}
   for key, b, a, g, d in configs:
     keras.utils.set_random_seed(0)
     variant = {"none": "finetune"}.get(a, a)
-    model = build_model(DEFAULT_SPEC, sizes, DCNConfig(),
-                        VisualConfig(variant, b, image_size=image_size, dedup=d))
+    visual = VisualConfig(variant, b, image_size=image_size, dedup=d)
+    model = build_model(DEFAULT_SPEC, sizes, DCNConfig(), visual)
     x, y, unique = _batch(batch, g, image_size, id_space, rng)
+    if key.endswith("/features"):   # the Trainer's path: features once per ad, then the head alone
+      features, head = split_frozen_tower(model.get_layer(VISUAL_LAYER).tower, visual)
+      x = {**x, "image": embed(features, x["image"])}
+      model = build_model(DEFAULT_SPEC, sizes, DCNConfig(), visual, visual_head=head)
     for _ in range(warmup):
       t0 = time.perf_counter()
       model.train_on_batch(x, y)
@@ -171,6 +184,10 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
       if dedup:
         out[f"{b}_dedup_speedup_G{g}"] = round(dedup[0], 3)
         out[f"{b}_dedup_speedup_G{g}_ci90"] = [round(dedup[1], 3), round(dedup[2], 3)]
+    cached = ratio(f"{b}/fixed/G{attention_per_ad}/images", f"{b}/fixed/G{attention_per_ad}/features")
+    if cached:
+      out[f"{b}_frozen_features_speedup"] = round(cached[0], 3)
+      out[f"{b}_frozen_features_speedup_ci90"] = [round(cached[1], 3), round(cached[2], 3)]
   return out
 
 
@@ -186,7 +203,8 @@ def format_training(out: Dict[str, object]) -> str:
   lines.append(f"ratios: median of per-round paired ratios [bootstrap 90% interval of the median]; "
                f"goal CSCNN / CBAM <= {GOAL_CSCNN_OVER_CBAM}")
   for k, v in out.items():
-    if k.endswith("_step_ratio") or ("_dedup_speedup_G" in k and not k.endswith("_ci90")):
+    if k.endswith("_step_ratio") or (("_dedup_speedup_G" in k or "_frozen_features_speedup" in k)
+                                     and not k.endswith("_ci90")):
       ci = out.get(f"{k}_ci90")
       goal = out.get(k.replace("_step_ratio", "_goal")) if k.endswith("_step_ratio") else None
       lines.append(f"{k}: {v}" + (f" [{ci[0]}, {ci[1]}]" if ci else "") + (f", goal {goal}" if goal else ""))

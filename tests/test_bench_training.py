@@ -19,7 +19,8 @@ from conftest import cscnn
 @pytest.fixture(scope="module")
 def bench():
   proc = cscnn("bench", "training", "--backbones", "light", "--per-ad", "1,5", "--batch", "10",
-               "--rounds", "3", "--measure-seconds", "0.05", "--json", "--quiet")
+               "--rounds", "3", "--measure-seconds", "0.05", "--groups", "attention,dedup,frozen", "--json",
+               "--quiet")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -27,7 +28,8 @@ def bench():
 def test_every_configuration_is_timed(bench):
   assert set(bench["results"]) == {
       "light/none/G5/dedup", "light/cbam/G5/dedup", "light/cscnn/G5/dedup",
-      "light/cscnn/G1/dedup", "light/cscnn/G1/nodedup", "light/cscnn/G5/nodedup"}
+      "light/cscnn/G1/dedup", "light/cscnn/G1/nodedup", "light/cscnn/G5/nodedup",
+      "light/fixed/G5/images", "light/fixed/G5/features"}
   assert bench["batch"] == 10 and bench["rounds"] == 3
   assert bench["machine"]["cores"] >= 1 and bench["machine"]["cpu"]
   for r in bench["results"].values():
@@ -60,6 +62,8 @@ def test_ratios_are_medians_of_paired_rounds(bench):
   for g in (1, 5):
     assert bench[f"light_dedup_speedup_G{g}"] == pytest.approx(
         _paired_median(res, f"light/cscnn/G{g}/nodedup", f"light/cscnn/G{g}/dedup"), abs=0.002)
+  assert bench["light_frozen_features_speedup"] == pytest.approx(
+      _paired_median(res, "light/fixed/G5/images", "light/fixed/G5/features"), abs=0.002)
 
 
 def test_paired_ratio_by_hand():
@@ -88,5 +92,7 @@ def test_bad_options_are_refused_before_any_model_is_built():
   assert "built and warmed up" not in unknown.stderr
   rounds = cscnn("bench", "training", "--backbones", "light", "--rounds", "0", check=False)
   assert rounds.returncode == 2 and "rounds must be >= 1" in rounds.stderr
+  groups = cscnn("bench", "training", "--backbones", "light", "--groups", "frozen,speed", check=False)
+  assert groups.returncode == 2 and "unknown speed" in groups.stderr and "frozen" in groups.stderr
   per_ad = cscnn("bench", "training", "--per-ad", "1,x", check=False)
   assert per_ad.returncode == 2 and "--per-ad" in per_ad.stderr

@@ -21,9 +21,10 @@ def _positive_ints(text: str) -> tuple:
 
 
 def _add_training(bench) -> None:
-  from cscnn.bench import bench_training
+  from cscnn.bench import GROUPS, bench_training
   training = defaults(bench_training)
-  bt = bench.add_parser("training", help="training step time: attention kinds, backbones, de-duplication")
+  bt = bench.add_parser("training", help="training step time: attention kinds, backbones, de-duplication, "
+                                         "frozen features")
   bt.add_argument("--backbones", default=joined(training["backbones"]), help="comma-separated backbones to time")
   bt.add_argument("--attention", default=joined(training["attentions"]),
                   help="comma-separated attention kinds to time")
@@ -38,6 +39,10 @@ def _add_training(bench) -> None:
   bt.add_argument("--measure-seconds", type=float, default=training["min_measure_s"],
                   help="each measurement runs consecutive steps for about this long (at least one "
                        "step); longer ones average out the machine's moment-to-moment speed")
+  bt.add_argument("--groups", default=joined(training["groups"]),
+                  help=f"comma-separated configurations to time, of {joined(GROUPS)}: attention kinds, "
+                       "de-duplication on / off, a frozen backbone on images against on features "
+                       "computed once per ad")
   bt.add_argument("--json", action="store_true", help="one JSON object, per-round times included")
   bt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
   bt.set_defaults(func=_cmd_bench_training)
@@ -51,7 +56,7 @@ def _cmd_bench_training(args) -> int:
     out = bench_training(backbones=args.backbones.split(","), attentions=args.attention.split(","),
                          per_ad=args.per_ad, batch=args.batch,
                          image_size=args.image_size, rounds=args.rounds,
-                         min_measure_s=args.measure_seconds,
+                         min_measure_s=args.measure_seconds, groups=args.groups.split(","),
                          log=lambda *a, **k: None if args.quiet else print(*a, **k))
   except ValueError as e:
     raise UsageError(str(e)) from e
