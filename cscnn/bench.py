@@ -193,13 +193,15 @@ def bench_training(backbones=("light", "resnet18"), attentions=ATTENTIONS,
 
 def format_training(out: Dict[str, object]) -> str:
   m = out["machine"]
+  width = max([32] + [len(k) for k in out["results"]])
   lines = [f"machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, Keras {m['keras']}",
            f"training step of DCN + visual tower, batch {out['batch']} impressions, "
            f"{out['image_size']}x{out['image_size']} images, median of {out['rounds']} interleaved rounds "
            f"(a round times each configuration over steps lasting about {out['min_measure_s']} s)",
-           f"{'configuration':<32} {'step ms':>9} {'impr/s':>9} {'images/s':>9}"]
+           f"{'configuration':<{width}} {'step ms':>9} {'impr/s':>9} {'images/s':>9}"]
   for key, r in out["results"].items():
-    lines.append(f"{key:<32} {r['step_ms']:>9.1f} {r['impressions_per_s']:>9.0f} {r['unique_images_per_s']:>9.0f}")
+    lines.append(f"{key:<{width}} {r['step_ms']:>9.1f} {r['impressions_per_s']:>9.0f} "
+                 f"{r['unique_images_per_s']:>9.0f}")
   lines.append(f"ratios: median of per-round paired ratios [bootstrap 90% interval of the median]; "
                f"goal CSCNN / CBAM <= {GOAL_CSCNN_OVER_CBAM}")
   for k, v in out.items():
