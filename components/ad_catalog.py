@@ -13,7 +13,9 @@ in the feature
 Bad input stops the component with an error naming the file, line and ad: a missing column, a
 non-integer category, a duplicate ad_id, and a missing, empty or undecodable image. With
 ``on_bad_image="blank"`` a bad image is replaced by a mid-grey image and ``image_ok=0``
-instead (the documented fallback), and the count is logged.
+instead (the documented fallback), and the count is logged; if more than ``max_blank_share``
+of the ads (default 5%) fall back, it stops all the same, naming the count and the first of
+them: a catalogue whose images are mostly missing is a wrong path, not a few bad files.
 """
 
 import csv
@@ -26,7 +28,7 @@ import time
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from spec.choices import ON_BAD_IMAGE   # in spec/ so that the CLI offers it without importing TFX
+from spec.choices import MAX_BLANK_SHARE, ON_BAD_IMAGE   # in spec/: the CLI offers them without TFX
 from tfx_pipeline.catalog import (AD_COLUMN, CATALOG_SPLIT, CATEGORY_COLUMN, IMAGE_FEATURE, IMAGE_OK_FEATURE,
                                   TITLE_FEATURE, CatalogError)
 
@@ -65,10 +67,15 @@ def blank_image(image_size: int) -> bytes:
 
 
 def read_catalog(catalog_path: str, data_root: str, image_size: int, on_bad_image: str = "error",
-                 log_every: int = 1000):
-  """Yields (ad_id, category_id, png_bytes, image_ok) per ad, validating as documented."""
+                 log_every: int = 1000, max_blank_share: float = MAX_BLANK_SHARE):
+  """Yields (ad_id, category_id, png_bytes, image_ok) per ad, validating as documented; with
+  ``on_bad_image="blank"`` raises after the last ad if more than ``max_blank_share`` of them got
+  the blank image."""
   if on_bad_image not in ON_BAD_IMAGE:
     raise CatalogError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
+  if not 0 <= max_blank_share <= 1:
+    raise CatalogError(f"max_blank_share must be in [0, 1], got {max_blank_share!r}")
+  first_bad = []
   if not os.path.exists(catalog_path):
     raise CatalogError(f"ad catalogue {catalog_path} does not exist")
   seen = {}
@@ -108,6 +115,8 @@ def read_catalog(catalog_path: str, data_root: str, image_size: int, on_bad_imag
           raise CatalogError(f"{catalog_path}:{line_no}: ad {ad_id!r}: {e} "
                              "(use on_bad_image='blank' to substitute a grey image)") from None
         bad += 1
+        if len(first_bad) < 3:
+          first_bad.append(f"{catalog_path}:{line_no}: ad {ad_id!r}: {e}")
         logging.warning("ad %r: %s; using a blank image", ad_id, e)
         blank = blank or blank_image(image_size)
         png, ok = blank, 0
@@ -116,6 +125,11 @@ def read_catalog(catalog_path: str, data_root: str, image_size: int, on_bad_imag
         logging.info("catalogue: %d ads read (%.0f ads/s)", len(seen), len(seen) / max(time.time() - t0, 1e-9))
   if bad:
     logging.warning("catalogue: %d of %d ads got the blank fallback image", bad, len(seen))
+  if bad > max_blank_share * len(seen):
+    raise CatalogError(f"{catalog_path}: {bad} of {len(seen)} ads ({bad / len(seen):.0%}) have no usable image, "
+                       f"more than the {max_blank_share:.0%} that on_bad_image='blank' accepts; first: "
+                       f"{'; '.join(first_bad)}. Are the image paths visible where the pipeline runs? "
+                       "(max_blank_share, `pipeline run --max-blank-images`, raises the limit)")
 
 
 def read_titles(catalog_path: str) -> dict:
@@ -163,6 +177,7 @@ def AdCatalogGen(
     examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
     catalog_path: tfx.dsl.components.Parameter[str] = "ads/ads.csv",
     on_bad_image: tfx.dsl.components.Parameter[str] = "error",
+    max_blank_share: tfx.dsl.components.Parameter[float] = MAX_BLANK_SHARE,
 ) -> tfx.dsl.components.OutputDict(ads=int, fallback_images=int):
   """Reads, validates and resizes the ad catalogue (``catalog_path``, relative to
   ``data_root`` unless absolute) into an Examples artifact."""
@@ -173,7 +188,8 @@ def AdCatalogGen(
   titles = read_titles(catalog_path) if os.path.exists(catalog_path) else {}
   with tf.io.TFRecordWriter(os.path.join(out_dir, "data_tfrecord-00000-of-00001.gz"),
                             options="GZIP") as writer:
-    for ad_id, category_id, png, ok in read_catalog(catalog_path, data_root, image_size, on_bad_image):
+    for ad_id, category_id, png, ok in read_catalog(catalog_path, data_root, image_size, on_bad_image,
+                                                    max_blank_share=max_blank_share):
       writer.write(to_example(ad_id, category_id, png, ok, titles.get(ad_id, "")))
       n += 1
       bad += 1 - ok

@@ -35,6 +35,10 @@ BASELINES = ("popularity", "category_affinity", "item_knn", "blend")   # models/
 # A missing or undecodable catalogue image (components/ad_catalog.py): stop naming it (the
 # default), or use a grey image flagged image_ok=0.
 ON_BAD_IMAGE = ("error", "blank")
+# With "blank": the largest share of the catalogue's ads that may fall back to the grey image
+# before AdCatalogGen stops (most images missing means the image paths are not what the data
+# says, e.g. a folder not visible where the pipeline runs, not a few bad files).
+MAX_BLANK_SHARE = 0.05
 
 # ExampleGen input layouts (relative to the data root; `input_check.input_splits` decides):
 # - "flat": <data>/impressions/*.csv, hash-split 4:1 into train / eval by ExampleGen;

@@ -54,9 +54,24 @@ def test_bad_image_names_the_ad(tmp_path, content, reason):
 
 def test_blank_fallback_is_flagged(tmp_path):
   path = _catalog(tmp_path, {"good": _png(), "bad_ad": b"garbage"})
-  rows = list(read_catalog(path, str(tmp_path), image_size=8, on_bad_image="blank"))
+  rows = list(read_catalog(path, str(tmp_path), image_size=8, on_bad_image="blank", max_blank_share=0.5))
   assert [r[3] for r in rows] == [1, 0]
   assert tuple(np.asarray(Image.open(io.BytesIO(rows[1][2])))[0, 0]) == (128, 128, 128)
+
+
+def test_blank_fallback_stops_when_most_images_are_missing(tmp_path):
+  """A few bad images fall back (1 of 20 = 5%, the default limit); more than the limit stops
+  with the count and the first bad ads, as when the image folder is not visible at all."""
+  images = {f"a{i:02d}": _png() for i in range(18)}
+  path = _catalog(tmp_path, {**images, "gone1": None, "gone2": None})
+  with pytest.raises(CatalogError, match=r"2 of 20 ads \(10%\) have no usable image, more than the 5% .*"
+                                         r"ads.csv:20: ad 'gone1': image file .*gone1.png does not exist"):
+    list(read_catalog(path, str(tmp_path), image_size=8, on_bad_image="blank"))
+  assert sum(1 - r[3] for r in read_catalog(path, str(tmp_path), 8, "blank", max_blank_share=0.1)) == 2
+  path = _catalog(tmp_path, {**images, "a18": _png(), "gone1": None})
+  assert sum(1 - r[3] for r in read_catalog(path, str(tmp_path), image_size=8, on_bad_image="blank")) == 1
+  with pytest.raises(CatalogError, match="max_blank_share must be in"):
+    list(read_catalog(path, str(tmp_path), image_size=8, on_bad_image="blank", max_blank_share=1.5))
 
 
 def test_duplicate_ad_and_bad_category(tmp_path):

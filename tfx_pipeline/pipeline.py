@@ -31,7 +31,7 @@ from components.catalog_pretrain import CataloguePretrain
 from components.gated_evaluator import GatedEvaluator
 from components.visual_embedding_gen import VisualEmbeddingGen
 from components.visual_trainer import VisualTrainer
-from spec.choices import CATALOGUE
+from spec.choices import CATALOGUE, MAX_BLANK_SHARE
 from spec.features import COLD_BY, DEFAULT_SPEC, FeatureSpec
 from tfx_pipeline import configs
 from tfx_pipeline.evaluation import eval_config
@@ -53,6 +53,7 @@ def create_pipeline(
     auc_floor: float = configs.AUC_FLOOR,
     auc_tolerance: float = configs.AUC_TOLERANCE,
     on_bad_image: str = "error",
+    max_blank_share: float = MAX_BLANK_SHARE,
     table_min_impressions: int = 0,
     table_top_k: int = 0,
     schema_path: str = SCHEMA_PATH,
@@ -89,6 +90,7 @@ def create_pipeline(
       (`schema_path`, written by `tfx_pipeline.schema.write_schema(path, spec)`).
     auc_floor, auc_tolerance: Evaluator gating.
     on_bad_image: ``error`` (default) or ``blank`` (grey fallback image) for bad catalogue images.
+    max_blank_share: with ``blank``, AdCatalogGen stops if more of the ads than this share fall back.
     table_min_impressions, table_top_k: frequency control of the visual table (0 = off).
     schema_path: the curated schema file (where the project lives on the machine that runs
       ImportSchemaGen: this repo locally, the container's copy on Kubeflow).
@@ -157,7 +159,8 @@ def create_pipeline(
     serving_model = trainer.outputs["model"]
   else:
     catalog_gen = AdCatalogGen(data_root=data_root, catalog_path=configs.CATALOG_PATH,
-                               image_size=image_size, on_bad_image=on_bad_image)
+                               image_size=image_size, on_bad_image=on_bad_image,
+                               max_blank_share=max_blank_share)
     visual_components = [catalog_gen]
     pretrained = None
     if trainer.visual.backbone_weights == CATALOGUE:

@@ -180,6 +180,9 @@ def _add_run(pipe) -> None:
                  help="tf.distribute strategy of the Trainer (mirrored: every local GPU)")
   r.add_argument("--on-bad-image", default=choices.ON_BAD_IMAGE[0], choices=list(choices.ON_BAD_IMAGE),
                  help="a missing or undecodable catalogue image: stop naming it, or use a grey image")
+  r.add_argument("--max-blank-images", type=float, default=choices.MAX_BLANK_SHARE, metavar="SHARE",
+                 help="with --on-bad-image blank: stop if more than this share of the catalogue's ads "
+                      "has no usable image (a wrong or invisible image folder, not a few bad files)")
   r.add_argument("--table-min-impressions", type=int, default=0,
                  help="visual table frequency control: keep ads with >= N training impressions")
   r.add_argument("--table-top-k", type=int, default=0, help="keep only the K most shown ads (0 = all)")
@@ -241,6 +244,7 @@ def _cmd_pipeline_run(args) -> int:
     local_runner.run(args.data, args.output, beam_pipeline_args=args.beam_arg, only_node=args.only_node,
                      trainer=settings, spec=spec, schema_path=schema_path, auc_floor=args.auc_floor,
                      auc_tolerance=args.auc_tolerance, on_bad_image=args.on_bad_image,
+                     max_blank_share=args.max_blank_images,
                      table_min_impressions=args.table_min_impressions, table_top_k=args.table_top_k,
                      enable_cache=args.cache, cold_by=args.cold_by, baseline_margin=args.baseline_margin,
                      pretrain_steps=args.pretrain_steps)
