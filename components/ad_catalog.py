@@ -30,10 +30,9 @@ from tfx import v1 as tfx
 
 from spec.choices import MAX_BLANK_SHARE, ON_BAD_IMAGE   # in spec/: the CLI offers them without TFX
 from tfx_pipeline.catalog import (AD_COLUMN, CATALOG_SPLIT, CATEGORY_COLUMN, IMAGE_FEATURE, IMAGE_OK_FEATURE,
-                                  TITLE_FEATURE, CatalogError)
+                                  PAD_COLOUR, TITLE_FEATURE, CatalogError)
 
 REQUIRED_COLUMNS = (AD_COLUMN, CATEGORY_COLUMN, IMAGE_FEATURE)
-PAD_COLOUR = (128, 128, 128)     # the border of a non-square image, and the blank fallback image
 
 
 def load_image(path: str, image_size: int) -> bytes:

@@ -17,6 +17,7 @@ AD_COLUMN = "ad_id"
 CATEGORY_COLUMN = "category_id"
 IMAGE_FEATURE = "image"
 IMAGE_OK_FEATURE = "image_ok"
+PAD_COLOUR = (128, 128, 128)   # the grey around a non-square image, and the image of an ad without one
 TITLE_FEATURE = "title_words"
 
 

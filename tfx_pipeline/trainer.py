@@ -40,6 +40,7 @@ from spec.choices import CATALOGUE
 from spec.features import IMAGE_KEY, FeatureSpec, transformed_name
 from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 from tfx_pipeline import configs
+from tfx_pipeline.catalog import PAD_COLOUR
 from tfx_pipeline.export import export_serving_model
 from tfx_pipeline.preprocessing import fingerprint, id_spaces, lookup_ids
 from tfx_pipeline.settings import TrainerSettings
@@ -49,8 +50,9 @@ TRAINING_META = "training.json"
 
 
 def blank_image(images: np.ndarray) -> np.ndarray:
-  """The mid-grey image that stands for an ad missing from the catalogue: (1, S, S, 3) uint8."""
-  return np.full((1,) + images.shape[1:], 128, np.uint8)
+  """AdCatalogGen's grey fallback image, standing for an ad missing from the catalogue:
+  (1, S, S, 3) uint8 in the shape of ``images``."""
+  return np.full((1,) + images.shape[1:], PAD_COLOUR, np.uint8)
 
 
 class ImageIndex:

@@ -405,20 +405,19 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   train, test, validation = _Rows(), _Rows(), _Rows()
   clicked: List[str] = []
   histories: List[np.ndarray] = []
-  train_pos_count = np.zeros(len(catalog), np.int64)
   train_row_count = np.zeros(len(catalog), np.int64)
   without_holdout = 0
   splits = [split_user(r_movie[a:b], len(catalog), cfg, int(uid)) for uid, a, b in zip(chosen, starts, ends)]
-  if cfg.train_negatives == POPULARITY:
-    weights = 1.0 + np.bincount(np.concatenate([s["train"] for s in splits] + [np.zeros(0, np.int64)]),
+  train_pos_count = np.bincount(np.concatenate([s["train"] for s in splits] + [np.zeros(0, np.int64)]),
                                 minlength=len(catalog))
-    for uid, (a, b), s in zip(chosen, zip(starts, ends), splits):
-      s["train_neg"] = popularity_negatives(np.unique(r_movie[a:b]), cfg.negatives * len(s["train"]), weights,
+  if cfg.train_negatives == POPULARITY:
+    for uid, s in zip(chosen, splits):
+      rated = np.concatenate([s["train"], s["validation"], s["test"]])
+      s["train_neg"] = popularity_negatives(rated, cfg.negatives * len(s["train"]), 1.0 + train_pos_count,
                                             cfg.seed, int(uid))
   for u, (uid, s) in enumerate(zip(chosen, splits)):
     train.add(u, s["train"], 1)
     train.add(u, s["train_neg"], 0)
-    np.add.at(train_pos_count, s["train"], 1)
     np.add.at(train_row_count, s["train"], 1)
     np.add.at(train_row_count, s["train_neg"], 1)
     if len(s["test"]):
