@@ -2,7 +2,7 @@
 # (a venv, or a Debian 13 chroot on Debian 12 hosts; see README.md).
 #   make test       every test (CI: .ci/run); about 50 minutes on 2 cores
 #   make test-fast  the tests not marked slow (no pipeline run, model server, Airflow or
-#                   benchmark); about 2.5 minutes
+#                   benchmark); about 3 minutes
 #   make lint       ruff check . (configuration in pyproject.toml; tests/test_lint.py runs it too)
 # A test that runs the pipeline, a server, Airflow or a benchmark, or takes more than ~10 s, is
 # marked @pytest.mark.slow (the marker is registered in pyproject.toml).
