@@ -177,6 +177,7 @@ def AdCatalogGen(
     catalog_path: tfx.dsl.components.Parameter[str] = "ads/ads.csv",
     on_bad_image: tfx.dsl.components.Parameter[str] = "error",
     max_blank_share: tfx.dsl.components.Parameter[float] = MAX_BLANK_SHARE,
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> tfx.dsl.components.OutputDict(ads=int, fallback_images=int):
   """Reads, validates and resizes the ad catalogue (``catalog_path``, relative to
   ``data_root`` unless absolute) into an Examples artifact."""

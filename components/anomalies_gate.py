@@ -39,7 +39,9 @@ def describe_anomalies(anomalies_uri: str, split_names) -> str:
 
 @tfx.dsl.components.component
 def AnomaliesGate(anomalies: tfx.dsl.components.InputArtifact[
-    tfx.types.standard_artifacts.ExampleAnomalies]) -> tfx.dsl.components.OutputDict(passed=int):
+                      tfx.types.standard_artifacts.ExampleAnomalies],
+                  code_version: tfx.dsl.components.Parameter[str] = "",
+                  ) -> tfx.dsl.components.OutputDict(passed=int):
   """Fails (stopping downstream components) if any split has an anomaly."""
   splits = json.loads(anomalies.split_names)
   text = describe_anomalies(anomalies.uri, splits)

@@ -98,6 +98,7 @@ def BaselineGen(
     baselines: tfx.dsl.components.OutputArtifact[Baselines],
     spec: tfx.dsl.components.Parameter[str],
     neighbors: tfx.dsl.components.Parameter[int] = 50,
+    code_version: tfx.dsl.components.Parameter[str] = "",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> tfx.dsl.components.OutputDict(best_per_user_auc=float):
   """Fits, exports and evaluates the heuristic baselines (see the module docstring).

@@ -32,6 +32,7 @@ def CataloguePretrain(
     image_size: tfx.dsl.components.Parameter[int],
     steps: tfx.dsl.components.Parameter[int] = PretrainConfig.steps,
     seed: tfx.dsl.components.Parameter[int] = 0,
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> tfx.dsl.components.OutputDict(category_top1=float, random_category_top1=float,
                                    title_word_recall=float, random_title_word_recall=float):
   """Pretrains `backbone` on the catalogue for `steps` batches; writes its weights and metrics."""

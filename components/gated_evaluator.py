@@ -27,6 +27,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import json_utils, proto_utils
 
 from components.baseline_gen import Baselines, read_metrics
+from tfx_pipeline.code_version import CODE_VERSION_KEY
 from tfx_pipeline.evaluation import BASELINE_GATE_FILE, with_baseline_gate
 
 BASELINES_KEY = "baselines"
@@ -35,7 +36,8 @@ MARGIN_KEY = "baseline_margin"
 
 class GatedEvaluatorSpec(types.ComponentSpec):
   PARAMETERS = {**standard_component_specs.EvaluatorSpec.PARAMETERS,
-                MARGIN_KEY: ExecutionParameter(type=float)}
+                MARGIN_KEY: ExecutionParameter(type=float),
+                CODE_VERSION_KEY: ExecutionParameter(type=str, optional=True)}
   INPUTS = {**standard_component_specs.EvaluatorSpec.INPUTS,
             BASELINES_KEY: ChannelParameter(type=Baselines)}
   OUTPUTS = dict(standard_component_specs.EvaluatorSpec.OUTPUTS)
@@ -69,7 +71,7 @@ class Executor(evaluator_executor.Executor):
     if g["enabled"]:
       logging.info("GatedEvaluator: per-user AUC must be >= %.4f (best baseline %s %.4f + margin %.4f)",
                    g["bound"], g["best"], g["best_per_user_auc"], margin)
-    exec_properties = {k: v for k, v in exec_properties.items() if k != MARGIN_KEY}
+    exec_properties = {k: v for k, v in exec_properties.items() if k not in (MARGIN_KEY, CODE_VERSION_KEY)}
     exec_properties[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(config)
     inputs = {k: v for k, v in input_dict.items() if k != BASELINES_KEY}
     super().Do(inputs, output_dict, exec_properties)
@@ -79,18 +81,19 @@ class Executor(evaluator_executor.Executor):
 
 
 class GatedEvaluator(base_component.BaseComponent):
-  """Evaluator + ``baselines`` input and ``baseline_margin``. Outputs ``evaluation`` and
-  ``blessing`` like the Evaluator."""
+  """Evaluator + ``baselines`` input, ``baseline_margin`` and ``code_version`` (a cache key
+  only). Outputs ``evaluation`` and ``blessing`` like the Evaluator."""
 
   SPEC_CLASS = GatedEvaluatorSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
   def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
                baselines: types.BaseChannel, eval_config: tfma.EvalConfig,
-               baseline_model: Optional[types.BaseChannel] = None, baseline_margin: float = 0.0):
+               baseline_model: Optional[types.BaseChannel] = None, baseline_margin: float = 0.0,
+               code_version: str = ""):
     spec = GatedEvaluatorSpec(
         examples=examples, model=model, baseline_model=baseline_model, baselines=baselines,
-        eval_config=eval_config, baseline_margin=float(baseline_margin),
+        eval_config=eval_config, baseline_margin=float(baseline_margin), code_version=code_version,
         example_splits=json_utils.dumps(None), fairness_indicator_thresholds=json_utils.dumps(None),
         evaluation=channel.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=channel.Channel(type=standard_artifacts.ModelBlessing))

@@ -121,6 +121,7 @@ def VisualEmbeddingGen(
     min_impressions: tfx.dsl.components.Parameter[int] = 0,
     top_k: tfx.dsl.components.Parameter[int] = 0,
     batch_size: tfx.dsl.components.Parameter[int] = 256,
+    code_version: tfx.dsl.components.Parameter[str] = "",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> tfx.dsl.components.OutputDict(rows=int, eval_coverage=float):
   """Embeds the catalogue, applies frequency control, builds the CNN-free serving model."""

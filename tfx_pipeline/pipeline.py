@@ -34,6 +34,7 @@ from components.visual_trainer import VisualTrainer
 from spec.choices import CATALOGUE, MAX_BLANK_SHARE
 from spec.features import COLD_BY, DEFAULT_SPEC, FeatureSpec
 from tfx_pipeline import configs
+from tfx_pipeline.code_version import CODE_VERSION_KEY, code_fingerprint
 from tfx_pipeline.evaluation import eval_config
 from tfx_pipeline.input_check import input_splits
 from tfx_pipeline.preprocessing import cold_by as check_cold_by
@@ -63,9 +64,11 @@ def create_pipeline(
     baseline_margin: float = configs.BASELINE_MARGIN,
     baseline_neighbors: int = configs.BASELINE_NEIGHBORS,
     pretrain_steps: int = configs.PRETRAIN_STEPS,
+    code_version: Optional[str] = None,
 ) -> tfx.dsl.Pipeline:
-  """Builds the pipeline. Pure: no global state, no writes; the only I/O is the read-only
-  detection of the input layout when `input_layout` is None (see below).
+  """Builds the pipeline. Pure: no global state, no writes; the only I/O is read-only: the
+  detection of the input layout when `input_layout` is None (see below) and the fingerprint of
+  the project's code when `code_version` is None.
 
   Args:
     pipeline_name: name in MLMD.
@@ -94,7 +97,9 @@ def create_pipeline(
     table_min_impressions, table_top_k: frequency control of the visual table (0 = off).
     schema_path: the curated schema file (where the project lives on the machine that runs
       ImportSchemaGen: this repo locally, the container's copy on Kubeflow).
-    enable_cache: reuse component outputs of earlier runs with the same inputs.
+    enable_cache: reuse component outputs of earlier runs with the same inputs, parameters and
+      `code_version`. ImportSchemaGen is keyed on `schema_path`, not on the file's content: after
+      editing a schema file in place, run once without the cache.
     input_layout: ``flat`` (CsvExampleGen hash-splits ``impressions/*.csv`` into train / eval
       4:1), ``pre-split`` (the ``train`` and ``eval`` folders are ExampleGen's input splits as
       they are, no hash split), or None: detected from the files under `data_root` by
@@ -110,8 +115,12 @@ def create_pipeline(
     baseline_neighbors: ads kept per ad by the item-to-item co-occurrence baseline.
     pretrain_steps: CataloguePretrain's batches (with the visual init ``catalogue`` only); its
       seed is the trainer's.
+    code_version: a parameter of every component that runs this project's code (in
+      ``custom_config`` for Transform and the Trainer), so that a cached output is reused only
+      by the same code; None: `code_version.code_fingerprint()` of this checkout.
   """
   cold_by = check_cold_by({"cold_by": cold_by})
+  code_version = code_fingerprint() if code_version is None else code_version
   if spec != DEFAULT_SPEC and schema_path == SCHEMA_PATH:
     raise ValueError("this spec is not the project's default: give its own schema file as schema_path "
                      "(tfx_pipeline.schema.write_schema(path, spec))")
@@ -136,13 +145,13 @@ def create_pipeline(
   schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-  anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+  anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"], code_version=code_version)
 
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],
       preprocessing_fn="tfx_pipeline.preprocessing.preprocessing_fn",
-      custom_config={"cold_by": cold_by, "spec": spec.to_dict()})
+      custom_config={"cold_by": cold_by, "spec": spec.to_dict(), CODE_VERSION_KEY: code_version})
   transform.add_upstream_node(anomalies_gate)
 
   trainer_args = dict(
@@ -152,7 +161,7 @@ def create_pipeline(
       schema=schema_gen.outputs["schema"],
       train_args=tfx.proto.TrainArgs(num_steps=trainer.train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=trainer.eval_steps),
-      custom_config={"settings": trainer.to_dict(), "spec": spec.to_dict()})
+      custom_config={"settings": trainer.to_dict(), "spec": spec.to_dict(), CODE_VERSION_KEY: code_version})
   visual_components = []
   if visual_variant == "none":
     trainer = tfx.components.Trainer(**trainer_args)
@@ -160,19 +169,20 @@ def create_pipeline(
   else:
     catalog_gen = AdCatalogGen(data_root=data_root, catalog_path=configs.CATALOG_PATH,
                                image_size=image_size, on_bad_image=on_bad_image,
-                               max_blank_share=max_blank_share)
+                               max_blank_share=max_blank_share, code_version=code_version)
     visual_components = [catalog_gen]
     pretrained = None
     if trainer.visual.backbone_weights == CATALOGUE:
       pretrain = CataloguePretrain(catalog=catalog_gen.outputs["examples"], backbone=trainer.visual.backbone,
-                                   image_size=image_size, steps=pretrain_steps, seed=trainer.seed)
+                                   image_size=image_size, steps=pretrain_steps, seed=trainer.seed,
+                                   code_version=code_version)
       pretrained = pretrain.outputs["model"]
       visual_components.append(pretrain)
     trainer = VisualTrainer(catalog=catalog_gen.outputs["examples"], pretrained=pretrained, **trainer_args)
     embedding_gen = VisualEmbeddingGen(
         model=trainer.outputs["model"], catalog=catalog_gen.outputs["examples"],
         examples=example_gen.outputs["examples"], transform_graph=transform.outputs["transform_graph"],
-        min_impressions=table_min_impressions, top_k=table_top_k)
+        min_impressions=table_min_impressions, top_k=table_top_k, code_version=code_version)
     serving_model = embedding_gen.outputs["serving_model"]
     visual_components.append(embedding_gen)
 
@@ -185,7 +195,7 @@ def create_pipeline(
   baseline_gen = BaselineGen(
       transformed_examples=transform.outputs["transformed_examples"],
       examples=example_gen.outputs["examples"], transform_graph=transform.outputs["transform_graph"],
-      spec=spec.to_json(), neighbors=baseline_neighbors)
+      spec=spec.to_json(), neighbors=baseline_neighbors, code_version=code_version)
 
   evaluator = GatedEvaluator(
       examples=example_gen.outputs["examples"],
@@ -193,7 +203,7 @@ def create_pipeline(
       baseline_model=model_resolver.outputs["model"],
       baselines=baseline_gen.outputs["baselines"],
       eval_config=eval_config(auc_floor, auc_tolerance, spec=spec),
-      baseline_margin=baseline_margin).with_id("Evaluator")
+      baseline_margin=baseline_margin, code_version=code_version).with_id("Evaluator")
 
   pusher = tfx.components.Pusher(
       model=serving_model,

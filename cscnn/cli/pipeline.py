@@ -189,9 +189,9 @@ def _add_run(pipe) -> None:
   _add_cold_by(r)
   r.add_argument("--cache", action="store_true",
                  help="reuse outputs of earlier runs in OUTPUT whose inputs did not change (TFX cache), "
-                      "e.g. ExampleGen and Transform when only the trainer's options change; the project's "
-                      "code is not an input TFX tracks (its functions are named by module path): after a "
-                      "code change, a cached component is reused as it was, so use a new OUTPUT")
+                      "e.g. ExampleGen and Transform when only the trainer's options change; a change of "
+                      "the project's code re-runs every component that runs it (its fingerprint is their "
+                      "parameter); ImportSchemaGen does not see an in-place edit of the schema file")
   r.add_argument("--skip-input-check", action="store_true", help="skip the CSV pre-flight check")
   r.add_argument("--json", action="store_true", help="print the summary as JSON")
   r.add_argument("--only-node", default=None, metavar="COMPONENT_ID",
