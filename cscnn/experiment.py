@@ -5,8 +5,9 @@ of one configuration with one trainer seed. All cells run in one pipeline output
 ``OUTPUT/run/``, with the TFX cache on: ExampleGen, StatisticsGen, Transform and AdCatalogGen
 run once for the whole grid (their inputs do not change), the Trainer, VisualEmbeddingGen and
 Evaluator once per cell. A finished cell leaves ``OUTPUT/cells/<label>_seed<k>/result.json``
-(written atomically, with the cell's log beside it) and is never recomputed, so an interrupted
-experiment resumes where it stopped; a rerun with other arguments (data, training steps,
+(written atomically, with the cell's log beside it and the fingerprint of the code that ran it,
+`tfx_pipeline.code_version`) and is never recomputed, so an interrupted experiment resumes where
+it stopped (a cell kept from other code says so in the log); a rerun with other arguments (data, training steps,
 backbone, ``--run-arg``) into the same output is refused rather than mixed with them. A cell
 whose configuration (data, arguments, seed) a finished cell in OUTPUT already has, under another
 label or grid, takes that cell's result instead of training the same model again: Table 5's
@@ -36,6 +37,7 @@ import time
 from typing import Dict, List, Sequence, Tuple
 
 from spec import choices
+from tfx_pipeline.code_version import code_fingerprint
 
 METRICS = (("auc", "AUC"), ("per_user_auc", "per-user AUC"), ("cold_auc", "cold-ad AUC"))
 
@@ -161,12 +163,15 @@ def run_ablation(data: str, output: str, grid: str = "variants",
   for r in on_disk.values():
     if "args" in r:
       finished.setdefault((tuple(r["args"]), r["seed"]), r)
+  code = code_fingerprint()
   results, trained = [], []                      # trained: wall times of the cells run here
   t_start = time.time()
   for done, (label, seed, args, cell, cell_args) in enumerate(plan, start=1):
     if cell in kept:
       results.append(kept[cell])
-      log(f"[{done}/{len(plan)}] {label} seed {seed}: done before, kept")
+      old = kept[cell].get("code_version")
+      other = f" (run by code {old}; the code is now {code})" if old not in (None, code) else ""
+      log(f"[{done}/{len(plan)}] {label} seed {seed}: done before, kept{other}")
       continue
     result_path = os.path.join(cell, "result.json")
     os.makedirs(cell, exist_ok=True)
@@ -187,7 +192,8 @@ def run_ablation(data: str, output: str, grid: str = "variants",
         raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
       text = proc.stdout
       summary = json.loads(text[text.index("{\n"):])
-      result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args}
+      result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args,
+                "code_version": code}
       finished[(tuple(cell_args), seed)] = result
       trained.append(result["wall_time_s"])
       left = {(tuple(a), s) for _, s, _, c, a in plan[done:]

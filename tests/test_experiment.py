@@ -177,3 +177,20 @@ def test_steps_give_gains_paired_by_seed_and_the_margin_against_the_seed_std(tmp
   write_table(results, ["a"], str(tmp_path), "variants")
   assert not os.path.exists(paths["steps_csv"])
   assert "Gains paired by seed" not in open(paths["markdown"]).read()
+
+
+def test_a_kept_cell_from_other_code_says_so_and_one_from_this_code_does_not(tmp_path):
+  """Both cells are on disk (nothing runs); the log names the code that ran the older one."""
+  from cscnn.experiment import run_ablation  # pylint: disable=import-outside-toplevel
+  from tfx_pipeline.code_version import code_fingerprint  # pylint: disable=import-outside-toplevel
+  data, out = str(tmp_path / "data"), str(tmp_path / "exp")
+  for label, code in (("none", "0123456789abcdef"), ("cscnn", code_fingerprint())):
+    os.makedirs(os.path.join(out, "cells", f"{label}_seed0"))
+    with open(os.path.join(out, "cells", f"{label}_seed0", "result.json"), "w") as f:
+      json.dump({"label": label, "seed": 0, "auc": 0.7, "per_user_auc": 0.7, "cold_auc": None,
+                 "args": [os.path.abspath(data), "--variant", label], "code_version": code}, f)
+  lines = []
+  run_ablation(data, out, variants=["none", "cscnn"], seeds=1, log=lines.append)
+  assert lines == [f"[1/2] none seed 0: done before, kept (run by code 0123456789abcdef; the code is "
+                   f"now {code_fingerprint()})",
+                   "[2/2] cscnn seed 0: done before, kept"]
