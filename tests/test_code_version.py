@@ -131,6 +131,7 @@ def _run_catalogue_pipeline(tmp_path, code_version):
   return sorted(os.listdir(os.path.join(root, "AdCatalogGen", "examples")))
 
 
+@pytest.mark.slow  # three LocalDagRunner runs
 def test_tfx_cache_reuses_an_output_for_the_same_code_and_reruns_for_changed_code(tmp_path):
   first = _run_catalogue_pipeline(tmp_path, "v-one")
   assert len(first) == 1
