@@ -1,6 +1,6 @@
 # The project's commands. Everything runs inside the environment made by `make setup`
 # (a venv, or a Debian 13 chroot on Debian 12 hosts; see README.md).
-#   make test       every test (CI: .ci/run); about 50 minutes on 2 cores
+#   make test       every test (CI: .ci/run); 35 to 55 minutes on 2 cores with set-up
 #   make test-fast  the tests not marked slow (no pipeline run, model server, Airflow or
 #                   benchmark); about 3 minutes
 #   make lint       ruff check . (configuration in pyproject.toml; tests/test_lint.py runs it too)

@@ -7,8 +7,9 @@ run once for the whole grid (their inputs do not change), the Trainer, VisualEmb
 Evaluator once per cell. A finished cell leaves ``OUTPUT/cells/<label>_seed<k>/result.json``
 (written atomically, with the cell's log beside it and the fingerprint of the code that ran it,
 `tfx_pipeline.code_version`) and is never recomputed, so an interrupted experiment resumes where
-it stopped (a cell kept from other code says so in the log); a rerun with other arguments (data, training steps,
-backbone, ``--run-arg``) into the same output is refused rather than mixed with them. A cell
+it stopped (a result kept from other code says so in the log); a rerun with other arguments
+(data, training steps, backbone, ``--run-arg``) into the same output is refused rather than
+mixed with them. A cell
 whose configuration (data, arguments, seed) a finished cell in OUTPUT already has, under another
 label or grid, takes that cell's result instead of training the same model again: Table 5's
 cbam and cscnn and Figure 5's C' = 20 and H' = 7 are the variants grid's cbam and cscnn. The
@@ -133,6 +134,12 @@ def baseline_results(results: List[Dict]) -> List[Dict]:
   return [out[k] for k in sorted(out)]
 
 
+def _other_code(result: Dict, code: str) -> str:
+  """' (run by code X; the code is now Y)' for a result that other code made, else ''."""
+  old = result.get("code_version")
+  return f" (run by code {old}; the code is now {code})" if old not in (None, code) else ""
+
+
 def run_ablation(data: str, output: str, grid: str = "variants",
                  variants: Sequence[str] = choices.TABLE8_VARIANTS,
                  seeds: int = 3, run_args: Sequence[str] = (), log=print,
@@ -169,9 +176,7 @@ def run_ablation(data: str, output: str, grid: str = "variants",
   for done, (label, seed, args, cell, cell_args) in enumerate(plan, start=1):
     if cell in kept:
       results.append(kept[cell])
-      old = kept[cell].get("code_version")
-      other = f" (run by code {old}; the code is now {code})" if old not in (None, code) else ""
-      log(f"[{done}/{len(plan)}] {label} seed {seed}: done before, kept{other}")
+      log(f"[{done}/{len(plan)}] {label} seed {seed}: done before, kept{_other_code(kept[cell], code)}")
       continue
     result_path = os.path.join(cell, "result.json")
     os.makedirs(cell, exist_ok=True)
@@ -179,7 +184,7 @@ def run_ablation(data: str, output: str, grid: str = "variants",
     if same is not None:
       result = {**same, "label": label, "same_as": same.get("same_as", same["label"])}
       log(f"[{done}/{len(plan)}] {label} seed {seed}: the configuration of {result['same_as']} "
-          f"seed {seed}, its result reused: AUC {result['auc']:.4f}")
+          f"seed {seed}, its result reused: AUC {result['auc']:.4f}{_other_code(same, code)}")
     else:
       t0 = time.time()
       cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", data, "--output",
