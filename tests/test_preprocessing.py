@@ -84,10 +84,12 @@ def test_ad_impression_counts_cold_flag_and_image_key(transformed):
 
 
 # cold_by=positives (implicit feedback with sampled negatives): a_pop has 8 training rows but 2
-# positives, so it is warm by impressions and cold by positives; a1 has N_A1 positives.
+# positives, so it is warm by impressions and cold by positives; a1 has N_A1 positives; a_neg
+# has N_A1 + 1 rows, enough for an ad id of its own by impressions, but 1 positive.
 TRAIN_P = ([_row(1, b"u1", b"a1", 1)] * N_A1 + [_row(1, b"u2", b"a_pop", 2)] * 2
-           + [_row(0, b"u3", b"a_pop", 2)] * 6)
-TEST_P = [_row(0, b"u1", b"a1", 1), _row(1, b"u2", b"a_pop", 2), _row(0, b"u9", b"a_new", 3)]
+           + [_row(0, b"u3", b"a_pop", 2)] * 6 + [_row(1, b"u4", b"a_neg", 4)] + [_row(0, b"u5", b"a_neg", 4)] * N_A1)
+TEST_P = [_row(0, b"u1", b"a1", 1), _row(1, b"u2", b"a_pop", 2), _row(0, b"u9", b"a_new", 3),
+          _row(0, b"u4", b"a_neg", 4)]
 
 
 def _analyse(train, test, custom_config, metadata=None):
@@ -102,11 +104,20 @@ def _analyse(train, test, custom_config, metadata=None):
 
 
 @pytest.mark.slow  # a tf.Transform analysis on Beam per case: ~14 s
-@pytest.mark.parametrize("cold_by, expected", [("impressions", [0, 0, 1]), ("positives", [0, 1, 1])])
-def test_cold_flag_counts_impressions_or_positives(cold_by, expected):
-  out, _ = _analyse(TRAIN_P, TEST_P, {"cold_by": cold_by})
+@pytest.mark.parametrize("cold_by, expected, vocabulary", [("impressions", [0, 0, 1, 0], [b"a1", b"a_neg"]),
+                                                          ("positives", [0, 1, 1, 1], [b"a1"])])
+def test_cold_flag_and_ad_min_count_count_impressions_or_positives(cold_by, expected, vocabulary):
+  """The cold flag and the ad id's min_count count the same thing: by positives a_neg, drawn
+  N_A1 times as a negative, shares the OOV id with the unseen a_new."""
+  out, output = _analyse(TRAIN_P, TEST_P, {"cold_by": cold_by})
   assert [int(r[F.COLD_KEY]) for r in out] == expected
-  assert [int(r[F.AD_TRAIN_IMPRESSIONS]) for r in out] == [N_A1, 8, 0]   # always every row
+  assert [int(r[F.AD_TRAIN_IMPRESSIONS]) for r in out] == [N_A1, 8, 0, N_A1 + 1]   # always every row
+  ad = S.feature("ad_id")
+  assert sorted(output.vocabulary_by_name(ad.vocab_name)) == vocabulary
+  ids = [int(r[F.transformed_name("ad_id")]) for r in out]
+  oov = len(vocabulary)                                     # one OOV bucket after the vocabulary
+  assert ids[0] < oov and ids[2] == oov
+  assert (ids[3] == oov) == (cold_by == "positives")
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +136,8 @@ def test_cold_by_positives_needs_no_label_at_serving_time(positives_layer):
   fixed by the analysis, so the cold flag must still come out, and right."""
   layer, raw = positives_layer
   transformed = layer(raw)
-  assert transformed[F.COLD_KEY].numpy().reshape(-1).tolist() == [0, 1, 1]
-  assert transformed[F.AD_TRAIN_IMPRESSIONS].numpy().reshape(-1).tolist() == [N_A1, 8, 0]
+  assert transformed[F.COLD_KEY].numpy().reshape(-1).tolist() == [0, 1, 1, 1]
+  assert transformed[F.AD_TRAIN_IMPRESSIONS].numpy().reshape(-1).tolist() == [N_A1, 8, 0, N_A1 + 1]
 
 
 @pytest.mark.slow  # shares the analysis above

@@ -28,12 +28,13 @@ def _dense_1d(x) -> tf.Tensor:
   return tf.reshape(x, [-1])
 
 
-def _ids(f: F.Feature, tokens):
+def _ids(f: F.Feature, tokens, weights=None):
+  """Ids of `tokens`; with `weights` (one per token) `min_count` counts each row with its weight."""
   if f.uses_hashing:
     return tf.strings.to_hash_bucket_fast(tokens, f.hash_buckets)
   return tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=f.oov_buckets,
                                           frequency_threshold=f.min_count if f.min_count > 1 else None,
-                                          vocab_filename=f.vocab_name)
+                                          vocab_filename=f.vocab_name, weights=weights)
 
 
 def _ad_train_counts(ad: tf.Tensor, weights=None) -> tf.Tensor:
@@ -102,10 +103,17 @@ def preprocessing_fn(inputs, custom_config=None):
 
   ``custom_config`` (the Transform component's): ``spec``, the data set's `FeatureSpec` as a
   dict (default: the project's spec), and ``cold_by``, ``impressions`` or ``positives``: what
-  the cold-ad flag counts (default: impressions).
+  the cold-ad flag and the ad id's ``min_count`` count (default: impressions). By positives, an
+  ad with fewer than ``min_count`` training positives shares the OOV id however many sampled
+  negatives it was drawn as.
   """
   spec = feature_spec(custom_config)
   by = cold_by(custom_config)
+  positive = None
+  if by == "positives":
+    if spec.label not in inputs:
+      raise ValueError(f"cold_by=positives needs the label column {spec.label!r} in the analysed data")
+    positive = tf.cast(_dense_1d(inputs[spec.label]) > 0, tf.float32)
   outputs = {}
   for f in spec.features:
     raw = _dense_1d(inputs[f.name])
@@ -114,7 +122,10 @@ def preprocessing_fn(inputs, custom_config=None):
       outputs[F.transformed_name(f.name)] = tf.cast(value, tf.int64 if f.embedded else tf.float32)
       continue
     x = _to_string(raw)
-    ids = _token_ids(f, x) if f.kind in F.TOKEN_KINDS else _ids(f, x)
+    if f.kind in F.TOKEN_KINDS:
+      ids = _token_ids(f, x)
+    else:
+      ids = _ids(f, x, weights=positive if f.name == spec.ad else None)
     outputs[F.transformed_name(f.name)] = tf.cast(ids, tf.int64)
     if f.time_column:
       outputs[F.time_name(f.name)] = _times(f, _to_string(_dense_1d(inputs[f.time_column])))
@@ -122,10 +133,7 @@ def preprocessing_fn(inputs, custom_config=None):
   outputs[F.IMAGE_KEY] = tf.strings.to_hash_bucket_fast(ad, F.FINGERPRINT_BUCKETS)
   counts = _ad_train_counts(ad)
   outputs[F.AD_TRAIN_IMPRESSIONS] = counts
-  if by == "positives":
-    if spec.label not in inputs:
-      raise ValueError(f"cold_by=positives needs the label column {spec.label!r} in the analysed data")
-    positive = tf.cast(_dense_1d(inputs[spec.label]) > 0, tf.float32)
+  if positive is not None:
     counts = _ad_train_counts(ad, weights=positive)
   outputs[F.COLD_KEY] = tf.cast(counts < F.COLD_THRESHOLD, tf.int64)
   for label in spec.labels:
