@@ -298,9 +298,14 @@ class BaselineScorer(keras.layers.Layer):
     return ops.where(co > 0, co / ops.sqrt(ops.maximum(n_a * n_j, 1e-12)), ops.zeros_like(co))
 
   def call(self, inputs):
+    """The score is computed in float64 and rounded to float32 once: float32 log1p and sigmoid
+    differ in the last bit between vectorised and scalar code, so the same counts at another
+    position of a batch would score a hair apart, and a tie (two ads with equal counts) would be
+    ordered at random. The per-user AUC counts exact ties as one half; this keeps them exact."""
     user, key, category = inputs
-    c = self.counts(user, key, category)
-    s = score(self.kind, c, [self.blend_weights[i] for i in range(len(BLEND_FEATURES))], self.max_positives)
+    c = {k: ops.cast(v, "float64") for k, v in self.counts(user, key, category).items()}
+    weights = [ops.cast(self.blend_weights[i], "float64") for i in range(len(BLEND_FEATURES))]
+    s = score(self.kind, c, weights, ops.cast(self.max_positives, "float64"))
     return ops.reshape(ops.cast(s, "float32"), (-1, 1))
 
   def compute_output_shape(self, input_shape):
