@@ -299,9 +299,10 @@ class BaselineScorer(keras.layers.Layer):
 
   def call(self, inputs):
     """The score is computed in float64 and rounded to float32 once: float32 log1p and sigmoid
-    differ in the last bit between vectorised and scalar code, so the same counts at another
-    position of a batch would score a hair apart, and a tie (two ads with equal counts) would be
-    ordered at random. The per-user AUC counts exact ties as one half; this keeps them exact."""
+    differ in the last bit between vectorised and scalar code, so equal counts at two positions
+    of a batch would score a hair apart and a tie would be ordered by where TFMA's batching put
+    its rows. Rounded once, equal counts give equal scores, which the per-user AUC counts as not
+    ordered on every run."""
     user, key, category = inputs
     c = {k: ops.cast(v, "float64") for k, v in self.counts(user, key, category).items()}
     weights = [ops.cast(self.blend_weights[i], "float64") for i in range(len(BLEND_FEATURES))]

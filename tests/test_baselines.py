@@ -102,10 +102,10 @@ def test_keras_layer_equals_numpy_and_survives_save_and_load(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", B.KINDS)
 def test_equal_counts_score_bit_identical_at_every_batch_position(kind):
-  """The per-user AUC counts a tie as one half, so a baseline must score two rows with the same
-  counts exactly alike, wherever they sit in a batch (float32 log1p / sigmoid differ in the last
-  bit between vectorised and scalar code): every (user, ad) pair of a random fit, repeated at
-  each position of batches of 3, 13 and 240 rows (scalar and vector code), gets one value."""
+  """Rows with the same counts score exactly alike wherever they sit in a batch (float32 log1p /
+  sigmoid differ in the last bit between vectorised and scalar code), so a tie stays a tie
+  however TFMA batches the eval rows: every (user, ad) pair of a random fit, at each position of
+  batches of 3, 13 and 240 rows (scalar and vector code), gets one value."""
   rng = np.random.default_rng(0)
   n_users, n_ads = 12, 20
   rows = np.stack([rng.integers(0, n_users, 3000), rng.integers(0, n_ads, 3000) + 100,
@@ -126,9 +126,10 @@ def test_equal_counts_score_bit_identical_at_every_batch_position(kind):
         seen.setdefault((int(u), int(a)), set()).add(float(v))
   assert max(len(v) for v in seen.values()) == 1, [k for k, v in seen.items() if len(v) > 1][:5]
   if kind == B.POPULARITY:   # one score per ad, and ads with equal positives tie exactly
+    positives = dict(zip(t.ad_keys.tolist(), t.ad_positives.tolist()))
     by_positives = {}
-    for (u, a), v in seen.items():
-      by_positives.setdefault(float(t.ad_positives[list(t.ad_keys).index(a)]), set()).update(v)
+    for (_, a), v in seen.items():
+      by_positives.setdefault(positives[a], set()).update(v)
     assert all(len(v) == 1 for v in by_positives.values())
 
 
