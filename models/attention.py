@@ -25,7 +25,7 @@ module 7*7*3 + H'*W'*|K|.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -69,6 +69,11 @@ def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
   return m
 
 
+def _check_gate_scale(gate_scale):
+  if isinstance(gate_scale, bool) or not isinstance(gate_scale, (int, float)) or not gate_scale > 0:
+    raise ValueError(f"gate_scale must be a number > 0, got {gate_scale!r}")
+
+
 def _category_index(category, num_categories):
   ids = ops.reshape(ops.cast(category, "int32"), (-1,))
   return ops.clip(ids, 0, num_categories - 1)
@@ -79,14 +84,18 @@ class ChannelAttention(keras.layers.Layer):
   """Channel attention map M_c in R^{B x 1 x 1 x C} (eq. 10; SE / CBAM-channel without prior).
 
   Call with ``features`` (B, H, W, C), or ``(features, category_ids)`` when
-  ``prior_dim > 0``. Returns the attention map, not the refined features.
+  ``prior_dim > 0``. Returns the attention map, not the refined features: ``gate_scale`` times
+  the sigmoid (1 in the paper; 2 under ``ConvAttention(identity_start=True)``, which also starts
+  the MLP's second layer, ``output_initializer``, at zero).
   """
 
   def __init__(self, reduction: int = 4, pooling: Sequence[str] = _POOLS, num_categories: int = 0,
                prior_dim: int = 0, use_bias: bool = False,
-               prior_initializer="random_normal", kernel_initializer="glorot_uniform", **kwargs):
+               prior_initializer="random_normal", kernel_initializer="glorot_uniform",
+               output_initializer=None, gate_scale: float = 1.0, **kwargs):
     super().__init__(**kwargs)
     pooling = tuple(pooling)
+    _check_gate_scale(gate_scale)
     if reduction < 1:
       raise ValueError(f"reduction must be >= 1, got {reduction}")
     if not pooling or any(p not in _POOLS for p in pooling) or len(set(pooling)) != len(pooling):
@@ -102,6 +111,8 @@ class ChannelAttention(keras.layers.Layer):
     self.use_bias = use_bias
     self.prior_initializer = keras.initializers.get(prior_initializer)
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.output_initializer = keras.initializers.get(output_initializer or kernel_initializer)
+    self.gate_scale = float(gate_scale)
 
   @property
   def has_prior(self) -> bool:
@@ -117,7 +128,7 @@ class ChannelAttention(keras.layers.Layer):
     self.fc1 = keras.layers.Dense(hidden, activation="relu", use_bias=self.use_bias,
                                   kernel_initializer=self.kernel_initializer, name="mlp_0")
     self.fc2 = keras.layers.Dense(self.channels, use_bias=self.use_bias,
-                                  kernel_initializer=self.kernel_initializer, name="mlp_1")
+                                  kernel_initializer=self.output_initializer, name="mlp_1")
     self.fc1.build((None, self.channels + self.prior_dim))
     self.fc2.build((None, hidden))
     if self.has_prior:
@@ -135,7 +146,7 @@ class ChannelAttention(keras.layers.Layer):
     for p in self.pooling:
       x = pooled[p] if prior is None else ops.concatenate([pooled[p], prior], axis=-1)
       total = total + self.fc2(self.fc1(x))
-    return ops.sigmoid(total)[:, None, None, :]
+    return self.gate_scale * ops.sigmoid(total)[:, None, None, :]
 
   def compute_output_shape(self, input_shape):
     f_shape = _feature_shape(input_shape, self.has_prior, "ChannelAttention")
@@ -151,9 +162,10 @@ class ChannelAttention(keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), "reduction": self.reduction, "pooling": list(self.pooling),
             "num_categories": self.num_categories, "prior_dim": self.prior_dim,
-            "use_bias": self.use_bias,
+            "use_bias": self.use_bias, "gate_scale": self.gate_scale,
             "prior_initializer": keras.initializers.serialize(self.prior_initializer),
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "output_initializer": keras.initializers.serialize(self.output_initializer)}
 
 
 @keras.saving.register_keras_serializable(package="cscnn")
@@ -163,13 +175,16 @@ class SpatialAttention(keras.layers.Layer):
   ``prior_size`` = (H', W') of the learned per-category map A_s^k, bilinearly resized to the
   feature map's H x W (half-pixel centres, as ``tf.image.resize``). ``normalize`` puts a batch
   norm between the conv and the sigmoid, as the official CBAM code does (neither paper's
-  equation has it; off by default).
+  equation has it; off by default). The map is ``gate_scale`` times the sigmoid (1 in the paper;
+  see ``ConvAttention``'s ``identity_start``).
   """
 
   def __init__(self, kernel_size: int = 7, num_categories: int = 0,
                prior_size: Tuple[int, int] = (0, 0), prior_initializer="random_normal",
-               kernel_initializer="glorot_uniform", normalize: bool = False, **kwargs):
+               kernel_initializer="glorot_uniform", normalize: bool = False, gate_scale: float = 1.0,
+               **kwargs):
     super().__init__(**kwargs)
+    _check_gate_scale(gate_scale)
     if isinstance(prior_size, int):
       prior_size = (prior_size, prior_size)
     prior_size = tuple(int(s) for s in prior_size)
@@ -183,6 +198,7 @@ class SpatialAttention(keras.layers.Layer):
     self.num_categories = num_categories
     self.prior_size = prior_size
     self.normalize = bool(normalize)
+    self.gate_scale = float(gate_scale)
     self.prior_initializer = keras.initializers.get(prior_initializer)
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
@@ -235,7 +251,7 @@ class SpatialAttention(keras.layers.Layer):
     logits = self.conv(ops.concatenate(parts, axis=-1))
     if self.norm is not None:
       logits = self.norm(logits)
-    return ops.sigmoid(logits)
+    return self.gate_scale * ops.sigmoid(logits)
 
   def compute_output_shape(self, input_shape):
     f_shape = _feature_shape(input_shape, self.has_prior, "SpatialAttention")
@@ -253,7 +269,7 @@ class SpatialAttention(keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), "kernel_size": self.kernel_size,
             "num_categories": self.num_categories, "prior_size": list(self.prior_size),
-            "normalize": self.normalize,
+            "normalize": self.normalize, "gate_scale": self.gate_scale,
             "prior_initializer": keras.initializers.serialize(self.prior_initializer),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
@@ -274,6 +290,9 @@ class AttentionConfig:
   reduction: int = 4             # r
   kernel_size: int = 7
   spatial_norm: bool = False     # BN after the spatial gate's conv (official CBAM code)
+  identity_start: Optional[bool] = None   # gates 2*sigmoid(z) with z = 0 at first, F'' = F until
+                                          # trained (ConvAttention); None: when the backbone starts
+                                          # from pretrained weights (build_visual_tower)
 
   def __post_init__(self):
     if self.kind not in ATTENTION_KINDS:
@@ -306,13 +325,24 @@ class ConvAttention(keras.layers.Layer):
 
   With ``return_attention=True`` it returns ``(F'', M_s)`` (M_s = ones without a spatial gate),
   for attention-map images.
+
+  ``identity_start`` is for a backbone with pretrained weights. The paper's gates start random:
+  sigmoid(z) is about 0.5 per gate, so each module scales the features by about 0.25, and on
+  EfficientNet-Lite0's 16 blocks the pooled ImageNet features of real posters come out all zero
+  (the head's ReLU6 sees only negative inputs), so the pretrained encoder is lost before the
+  first step. With ``identity_start`` each gate is 2 * sigmoid(z) (in (0, 2)) and the last
+  layer before it (the channel MLP's second layer, the spatial conv) starts at zero, so z = 0,
+  every gate is exactly 1 and F'' = F until training moves them; the gradient reaches those
+  zero kernels at once (d gate / dz = 0.5 at z = 0).
   """
 
   def __init__(self, kind: str = "cscnn", num_categories: int = 0, channel_prior: int = 20,
                spatial_prior: int = 7, reduction: int = 4, kernel_size: int = 7,
-               return_attention: bool = False, spatial_norm: bool = False, **kwargs):
+               return_attention: bool = False, spatial_norm: bool = False, identity_start: bool = False,
+               **kwargs):
     super().__init__(**kwargs)
-    self.spec = AttentionConfig(kind, channel_prior, spatial_prior, reduction, kernel_size, spatial_norm)
+    self.spec = AttentionConfig(kind, channel_prior, spatial_prior, reduction, kernel_size, spatial_norm,
+                                bool(identity_start))
     if not self.spec.enabled:
       raise ValueError("ConvAttention with kind='none': do not attach a module instead")
     if self.spec.category_prior and num_categories < 1:
@@ -323,9 +353,11 @@ class ConvAttention(keras.layers.Layer):
   def build(self, input_shape):
     c = self.spec
     prior = c.category_prior
+    start = dict(gate_scale=2.0) if c.identity_start else {}
     self.channel = ChannelAttention(
         reduction=c.reduction, pooling=c.pooling, num_categories=self.num_categories if prior else 0,
-        prior_dim=c.channel_prior if prior else 0, name="channel")
+        prior_dim=c.channel_prior if prior else 0, name="channel",
+        **(dict(start, output_initializer="zeros") if c.identity_start else {}))
     f_shape = _feature_shape(input_shape, True, "ConvAttention")
     self.channel.build(input_shape if prior else f_shape)
     self.spatial_gate = None
@@ -333,7 +365,8 @@ class ConvAttention(keras.layers.Layer):
       self.spatial_gate = SpatialAttention(
           kernel_size=c.kernel_size, num_categories=self.num_categories if prior else 0,
           prior_size=(c.spatial_prior, c.spatial_prior) if prior else (0, 0),
-          normalize=c.spatial_norm, name="spatial")
+          normalize=c.spatial_norm, name="spatial",
+          **(dict(start, kernel_initializer="zeros") if c.identity_start else {}))
       self.spatial_gate.build(input_shape if prior else f_shape)
 
   def call(self, inputs):
@@ -363,4 +396,5 @@ class ConvAttention(keras.layers.Layer):
     return {**super().get_config(), "kind": c.kind, "num_categories": self.num_categories,
             "channel_prior": c.channel_prior, "spatial_prior": c.spatial_prior,
             "reduction": c.reduction, "kernel_size": c.kernel_size,
-            "return_attention": self.return_attention, "spatial_norm": c.spatial_norm}
+            "return_attention": self.return_attention, "spatial_norm": c.spatial_norm,
+            "identity_start": c.identity_start}

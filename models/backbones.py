@@ -127,9 +127,10 @@ class _Builder:
     if not self.attention.enabled or site < self.first_attended:
       return x
     a = self.attention
+    identity_start = self.cfg.weights is not None if a.identity_start is None else a.identity_start
     refined, _ = ConvAttention(a.kind, self.num_categories, a.channel_prior, a.spatial_prior,
                                a.reduction, a.kernel_size, return_attention=True, spatial_norm=a.spatial_norm,
-                               name=f"attention_{name}")((x, self.category))
+                               identity_start=identity_start, name=f"attention_{name}")((x, self.category))
     return refined
 
   def conv_bn(self, x, filters, kernel, stride, name):
@@ -209,7 +210,11 @@ _BUILDERS = {"resnet18": _resnet18, "cnnf": _cnnf, "light": _light, efficientnet
 def build_visual_tower(cfg: BackboneConfig = BackboneConfig(),
                        attention: AttentionConfig = AttentionConfig(),
                        num_categories: int = 1, name: Optional[str] = None) -> keras.Model:
-  """Keras model {image: (B, S, S, 3) float in [0, 255], category: (B,) int64} -> x_v (B, output_dim)."""
+  """Keras model {image: (B, S, S, 3) float in [0, 255], category: (B,) int64} -> x_v (B, output_dim).
+
+  With ``cfg.weights``, attention modules start as the identity unless ``attention.identity_start``
+  says otherwise (``ConvAttention``: the paper's random gates would wash the pretrained features
+  out before the first step)."""
   if attention.category_prior and num_categories < 1:
     raise ValueError("the category prior needs num_categories >= 1")
   s = cfg.image_size

@@ -197,6 +197,39 @@ def test_gradients_reach_both_priors():
     assert np.abs(g[1]).sum() == 0, "an unused category's prior gets no gradient"
 
 
+def test_gate_scale_multiplies_the_sigmoid_by_hand():
+  # the channel case of test_channel_attention_by_hand_two_categories with gate_scale 2:
+  # M_c = 2 sigmoid(4); spatial: all-ones 1x1 kernel on [max, mean] = [1, 1] -> 2 sigmoid(2)
+  channel = ChannelAttention(reduction=4, num_categories=2, prior_dim=2, kernel_initializer="ones", gate_scale=2.0)
+  f = np.full((1, 4, 4, 4), 0.5, "float32")
+  channel.build([f.shape, (1,)])
+  channel.prior.assign(np.zeros((2, 2), "float32"))
+  np.testing.assert_allclose(np.asarray(channel((f, np.array([0])))).ravel(), [2 * _sigmoid(4.0)] * 4, rtol=1e-6)
+  spatial = SpatialAttention(kernel_size=1, kernel_initializer="ones", gate_scale=2.0)
+  m = np.asarray(spatial(np.ones((1, 3, 3, 2), "float32")))
+  np.testing.assert_allclose(m.ravel(), [2 * _sigmoid(2.0)] * 9, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["se", "se_prior", "cbam_channel", "cbam", "cscnn"])
+@pytest.mark.parametrize("spatial_norm", [False, True])
+def test_identity_start_passes_features_through_and_learns_at_once(kind, spatial_norm):
+  """F'' = F exactly at the start, in training and inference mode; the paper's start scales
+  them (about 1/4 for cbam and cscnn); the first gradient reaches the zero-started kernels."""
+  f = tf.constant(np.random.default_rng(3).normal(size=(4, 6, 6, 32)).astype("float32"))
+  cat = tf.constant([0, 1, 2, 1], tf.int64)
+  module = ConvAttention(kind, num_categories=3, channel_prior=4, spatial_prior=3,
+                         spatial_norm=spatial_norm, identity_start=True)
+  for training in (False, True):
+    np.testing.assert_array_equal(np.asarray(module((f, cat), training=training)), f.numpy())
+  paper = ConvAttention(kind, num_categories=3, channel_prior=4, spatial_prior=3, spatial_norm=spatial_norm)
+  assert np.abs(np.asarray(paper((f, cat))) - f.numpy()).mean() > 0.2 * np.abs(f.numpy()).mean()
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(module((f, cat), training=True) * tf.range(32, dtype=tf.float32))
+  zero_started = [module.channel.fc2.kernel] + ([module.spatial_gate.conv.kernel] if module.spatial_gate else [])
+  for var, g in zip(zero_started, tape.gradient(loss, zero_started)):
+    assert np.abs(tf.convert_to_tensor(g).numpy()).sum() > 0, var.path
+
+
 def test_config_and_argument_validation():
   with pytest.raises(ValueError, match="attention kind"):
     AttentionConfig("fancy")
@@ -208,6 +241,9 @@ def test_config_and_argument_validation():
     SpatialAttention(kernel_size=4)
   with pytest.raises(ValueError, match="category_ids"):
     ChannelAttention(num_categories=2, prior_dim=2)(np.ones((1, 2, 2, 4), "float32"))
+  for bad in (0, -1.0, True, "2"):
+    with pytest.raises(ValueError, match="gate_scale"):
+      SpatialAttention(gate_scale=bad)
   assert AttentionConfig("cscnn").category_prior and AttentionConfig("cscnn").spatial
   assert not AttentionConfig("cbam").category_prior
   assert AttentionConfig("se_prior").pooling == ("avg",)
@@ -219,6 +255,8 @@ def test_config_and_argument_validation():
     SpatialAttention(normalize=True),
     ConvAttention("cscnn", num_categories=3, spatial_norm=True),
     ConvAttention("se_prior", num_categories=3, channel_prior=4, reduction=2, return_attention=True),
+    ConvAttention("cscnn", num_categories=3, identity_start=True),
+    ChannelAttention(gate_scale=2.0, output_initializer="zeros"),
 ])
 def test_get_config_round_trip(layer):
   config = layer.get_config()

@@ -364,6 +364,26 @@ def test_imagenet_classifier_sees_movie_posters_as_posters():
   assert not np.isin(before, list(POSTER_CLASSES)).any(), before
 
 
+@needs_weights
+@pytest.mark.skipif(not os.path.isdir(POSTERS), reason=f"{POSTERS} is absent (the shared MovieLens posters)")
+def test_cscnn_on_every_block_keeps_the_imagenet_features_of_real_posters():
+  """With ImageNet weights, CSCNN on all 16 blocks starts as the identity: the pooled features
+  of real posters are those of the tower without attention. With the paper's random gates
+  (identity_start=False) they come out (nearly) all zero."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  names = sorted(os.listdir(POSTERS))[:8]
+  images = np.stack([np.asarray(Image.open(os.path.join(POSTERS, n)).convert("RGB").resize((128, 128)))
+                     for n in names]).astype("float32")
+  cfg = BackboneConfig(E.NAME, 128, weights="imagenet")
+  plain, = _outputs(build_visual_tower(cfg, AttentionConfig("none")), ["pool"], images)
+  started, = _outputs(build_visual_tower(cfg, AttentionConfig("cscnn"), 7), ["pool"], images)
+  keras.utils.set_random_seed(0)
+  paper, = _outputs(build_visual_tower(cfg, AttentionConfig("cscnn", identity_start=False), 7), ["pool"], images)
+  assert (plain > 0).mean() > 0.3
+  np.testing.assert_array_equal(started, plain)
+  assert (paper > 0).mean() < 0.05, (paper > 0).mean()
+
+
 def _probe_accuracy(features, labels, train):
   from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
   from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel

@@ -178,6 +178,28 @@ def test_the_transfer_variant_starts_its_frozen_backbone_from_a_weights_file(tmp
   assert not tower.get_layer(layers[0].name).trainable
 
 
+@pytest.mark.parametrize("variant", ["cbam", "cscnn"])
+def test_attention_variants_start_from_a_weights_file_as_the_pretrained_tower(tmp_path, variant):
+  """--visual-init PATH / catalogue with attention: the modules start as the identity, so the
+  tower's features (the projection's input) are the pretrained tower's; from scratch the gates
+  are the paper's sigmoid."""
+  from models.attention import AttentionConfig, ConvAttention
+  from models.backbones import BackboneConfig, build_visual_tower, save_backbone_weights
+  from models.pretrain import embed, feature_model
+  from models.visual import VisualConfig, build_tower
+  keras.utils.set_random_seed(7)
+  source = build_visual_tower(BackboneConfig("light", SIZE), AttentionConfig("none"), name="pretrained")
+  path = str(tmp_path / "backbone.weights.h5")
+  save_backbone_weights(source, path)
+  images = np.random.default_rng(0).uniform(0, 255, (5, SIZE, SIZE, 3)).astype("float32")
+  tower = build_tower(VisualConfig(variant, "light", image_size=SIZE, backbone_weights=path), CATS)
+  modules = [layer for layer in tower.layers if isinstance(layer, ConvAttention)]
+  assert modules and all(m.spec.identity_start for m in modules)
+  np.testing.assert_array_equal(embed(feature_model(tower), images), embed(feature_model(source), images))
+  scratch = build_tower(VisualConfig(variant, "light", image_size=SIZE), CATS)
+  assert not any(m.spec.identity_start for m in scratch.layers if isinstance(m, ConvAttention))
+
+
 # Frozen backbones train on features computed once (models.visual.split_frozen_tower, the
 # Trainer's feature index): the head-only twin must learn exactly what the image model learns.
 
