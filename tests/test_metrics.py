@@ -87,3 +87,24 @@ def test_cold_slices_auc_and_paired_interval_by_hand():
   assert mod.paired_interval(weak, weak, y, rounds=50) == (0.0, 0.0)
   lo, hi = mod.paired_interval(weak + 3.0 * y, weak, y, rounds=50)
   assert 0 < lo <= hi
+
+
+def test_poster_signal_visual_similarity_by_hand():
+  """scripts/poster_signal.py: cos(v_a, mean of the history's v_h), unknown ads left out, 0 for an
+  unknown candidate or an empty history. v_b = (0, 1), v_c = (1, 1)/sqrt 2: their mean points at
+  67.5 degrees, so against v_a = (1, 0) the similarity is cos 67.5 = 0.382683."""
+  import importlib.util
+  import os
+
+  import pandas as pd
+
+  from conftest import ROOT
+  spec = importlib.util.spec_from_file_location("poster_signal", os.path.join(ROOT, "scripts", "poster_signal.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  v = np.array([[1.0, 0.0], [0.0, 1.0], [2 ** -0.5, 2 ** -0.5]])
+  index = {"a": 0, "b": 1, "c": 2}
+  ads = pd.Series(["a", "a", "zz", "b", "c"])
+  history = pd.Series(["b c", "b c unknown", "b", None, "c"])
+  np.testing.assert_allclose(mod.visual_similarity(v, index, ads, history), [0.382683, 0.382683, 0.0, 0.0, 1.0],
+                             atol=1e-6)
