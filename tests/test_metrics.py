@@ -6,7 +6,7 @@ import pytest
 from apache_beam.testing import util as beam_util
 from tensorflow_model_analysis.metrics import metric_types
 
-from tfx_pipeline.metrics import PerUserAUC, user_auc
+from tfx_pipeline.metrics import PerUserAUC, mean_user_auc, user_auc
 
 # user a: clicked 0.9; not clicked 0.5, 0.95  -> pairs (0.9>0.5) yes, (0.9>0.95) no  -> 1/2
 # user b: clicked 0.2, 0.8; not clicked 0.5   -> (0.2>0.5) no, (0.8>0.5) yes        -> 1/2
@@ -25,6 +25,14 @@ EXPECTED = (0.5 + 0.5 + 1.0 + 0.0) / 4
 
 def test_user_auc_by_hand():
   assert [user_auc(*USERS[u]) for u in "abcde"] == [0.5, 0.5, None, 1.0, 0.0]
+
+
+def test_mean_user_auc_by_hand_with_users_interleaved():
+  rows = [(u, y, p) for u in "abcde" for y, p in zip(*USERS[u])]
+  rows = rows[::2] + rows[1::2]        # every user's rows apart from each other
+  users, labels, scores = zip(*rows)
+  assert mean_user_auc(users, labels, scores) == EXPECTED
+  assert np.isnan(mean_user_auc(["c", "c"], [0, 0], [0.3, 0.6]))
 
 
 def test_per_user_auc_tfma_combiner():

@@ -33,6 +33,18 @@ def user_auc(labels: np.ndarray, predictions: np.ndarray) -> Optional[float]:
   return float((pos[:, None] > neg[None, :]).mean())
 
 
+def mean_user_auc(users, labels, predictions) -> float:
+  """Eq. 13 over the rows of many users: the mean of `user_auc` over the users with pairs (nan
+  when none has any)."""
+  _, group = np.unique(np.asarray(users).reshape(-1), return_inverse=True)
+  order = np.argsort(group, kind="stable")
+  cuts = np.flatnonzero(np.diff(group[order])) + 1
+  per_user = [user_auc(y, p) for y, p in zip(np.split(np.asarray(labels).reshape(-1)[order], cuts),
+                                             np.split(np.asarray(predictions).reshape(-1)[order], cuts))]
+  values = [v for v in per_user if v is not None]
+  return float(np.mean(values)) if values else float("nan")
+
+
 def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
   """Standard error of an AUC measured on `positives` and `negatives` (Hanley and McNeil 1982,
   eq. 2): how far the same model's AUC would move on another draw of as many rows. A slice with
