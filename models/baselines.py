@@ -152,14 +152,23 @@ def fit_baselines(users: np.ndarray, ad_keys: np.ndarray, categories: np.ndarray
       blend_weights=np.zeros(len(BLEND_FEATURES), np.float32))
 
   # Leave-one-out counts of every training row, then a logistic regression on them.
-  c = counts_numpy(tables, users, keys, cats, labels=y)
-  x = np.stack([np.asarray(v) for v in blend_features(c)], axis=1)[:, 1:]
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(seed)
-  take = rng.choice(n, size=min(n, 200_000), replace=False)
-  lr = LogisticRegression(C=1.0, max_iter=500).fit(x[take], y[take])
-  tables.blend_weights = np.concatenate([lr.intercept_, lr.coef_[0]]).astype(np.float32)
+  x = blend_inputs(counts_numpy(tables, users, keys, cats, labels=y))
+  tables.blend_weights = fit_logistic(x, y, seed).astype(np.float32)
   return tables
+
+
+def blend_inputs(c: Mapping[str, np.ndarray]) -> np.ndarray:
+  """The blend's inputs without the bias, (N, 4) float64, from `counts_numpy`'s counts."""
+  return np.stack([np.asarray(v, np.float64) for v in blend_features(c)[1:]], axis=1)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int = 0, sample: int = 200_000) -> np.ndarray:
+  """[intercept, coefficients] of the blend's logistic regression (C = 1) on up to `sample` rows
+  drawn with `seed`."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  take = np.random.default_rng(seed).choice(len(y), size=min(len(y), sample), replace=False)
+  lr = LogisticRegression(C=1.0, max_iter=500).fit(x[take], np.asarray(y)[take])
+  return np.concatenate([lr.intercept_, lr.coef_[0]])
 
 
 def counts_numpy(t: BaselineTables, users, ad_keys, categories, labels=None) -> Dict[str, np.ndarray]:

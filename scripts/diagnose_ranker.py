@@ -37,13 +37,6 @@ import pandas as pd
 CATEGORICAL = ("user_id", "user_city", "user_age", "ad_id", "category_id", "brand_id")
 
 
-def per_user_auc(users, labels, scores) -> float:
-  from tfx_pipeline.metrics import user_auc  # pylint: disable=import-outside-toplevel
-  df = pd.DataFrame({"u": users, "y": labels, "s": scores})
-  aucs = [user_auc(g.y.values, g.s.values) for _, g in df.groupby("u")]
-  return float(np.mean([a for a in aucs if a is not None]))
-
-
 def history_ads(tr, ev, length, seed):
   """Per row, up to `length` of the user's training positives (ids into a vocabulary of all
   training ads, 0 = padding), the row's own ad left out of a training positive's history."""
@@ -91,6 +84,7 @@ def main(argv=None) -> int:
 
   import keras  # pylint: disable=import-outside-toplevel
   from models import baselines as B  # pylint: disable=import-outside-toplevel
+  from tfx_pipeline.metrics import mean_user_auc  # pylint: disable=import-outside-toplevel
   from models.layers import CrossNet, PooledEmbedding, TargetAttention  # pylint: disable=import-outside-toplevel
 
   keras.utils.set_random_seed(args.seed)
@@ -127,11 +121,11 @@ def main(argv=None) -> int:
   top = tables.ad_positives.max()
   scores = {k: np.asarray(B.score(k, c_ev, tables.blend_weights, top)) for k in B.KINDS}
   print("baselines, eval per-user AUC: " + ", ".join(
-      f"{k} {per_user_auc(ev.user_id.values, ev.label.values, scores[k]):.4f}" for k in B.KINDS), flush=True)
+      f"{k} {mean_user_auc(ev.user_id.values, ev.label.values, scores[k]):.4f}" for k in B.KINDS), flush=True)
   if args.statistics:
     for x, df, loo in ((xtr, tr, True), (xev, ev, False)):
       c = B.counts_numpy(tables, *ids(df), labels=df.label.values if loo else None)
-      x["statistics"] = np.stack([np.asarray(v) for v in B.blend_features(c)], 1)[:, 1:].astype(np.float32)
+      x["statistics"] = B.blend_inputs(c).astype(np.float32)
     mean, std = xtr["statistics"].mean(0), xtr["statistics"].std(0) + 1e-6
     for x in (xtr, xev):
       x["statistics"] = (x["statistics"] - mean) / std
@@ -172,9 +166,9 @@ def main(argv=None) -> int:
     model.fit(xtr, tr.label.values, batch_size=256, epochs=1, verbose=0, shuffle=True)
     p_tr = model.predict({k: v[probe] for k, v in xtr.items()}, batch_size=4096, verbose=0)[:, 0]
     p_ev = model.predict(xev, batch_size=4096, verbose=0)[:, 0]
-    auc_tr = per_user_auc(tr.user_id.values[probe], tr.label.values[probe], p_tr)
+    auc_tr = mean_user_auc(tr.user_id.values[probe], tr.label.values[probe], p_tr)
     print(f"epoch {epoch}: train per-user AUC {auc_tr:.4f}"
-          f"   eval per-user AUC {per_user_auc(ev.user_id.values, ev.label.values, p_ev):.4f}"
+          f"   eval per-user AUC {mean_user_auc(ev.user_id.values, ev.label.values, p_ev):.4f}"
           f"   ({time.time() - t0:.0f} s)", flush=True)
   return 0
 

@@ -32,13 +32,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def per_user_auc(users, labels, scores) -> float:
-  from tfx_pipeline.metrics import user_auc  # pylint: disable=import-outside-toplevel
-  df = pd.DataFrame({"u": users, "y": labels, "s": scores})
-  aucs = [user_auc(g.y.values, g.s.values) for _, g in df.groupby("u")]
-  return float(np.mean([a for a in aucs if a is not None]))
-
-
 def image_features(data: str, size: int, log=print):
   """(ad ids, (N, 1280) pooled ImageNet features) of the catalogue's images as AdCatalogGen
   stores them (padded into size x size; a blank image where one is missing)."""
@@ -80,9 +73,8 @@ def main(argv=None) -> int:
   ap.add_argument("--features", default=None, help="cache of the catalogue's image features (.npz)")
   args = ap.parse_args(argv)
 
-  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
-
   from models import baselines as B  # pylint: disable=import-outside-toplevel
+  from tfx_pipeline.metrics import mean_user_auc  # pylint: disable=import-outside-toplevel
   from spec.features import DEFAULT_SPEC  # pylint: disable=import-outside-toplevel
   from spec.files import DATA_SPEC_FILE, load  # pylint: disable=import-outside-toplevel
   spec_path = os.path.join(args.data, DATA_SPEC_FILE)
@@ -120,12 +112,9 @@ def main(argv=None) -> int:
   sim_tr = visual_similarity(v, index, tr[spec.ad], tr[history])
   sim_ev = visual_similarity(v, index, ev[spec.ad], ev[history])
   scores["visual similarity"] = sim_ev
-  c_tr = B.counts_numpy(tables, *ids(tr), labels=tr[label].values)
-  x_tr = np.column_stack([np.stack([np.asarray(a) for a in B.blend_features(c_tr)], 1)[:, 1:], sim_tr])
-  x_ev = np.column_stack([np.stack([np.asarray(a) for a in B.blend_features(c_ev)], 1)[:, 1:], sim_ev])
-  take = np.random.default_rng(0).choice(len(tr), size=min(len(tr), 200_000), replace=False)
-  lr = LogisticRegression(C=1.0, max_iter=500).fit(x_tr[take], tr[label].values[take])
-  scores["blend + visual"] = lr.decision_function(x_ev)
+  x_tr = np.column_stack([B.blend_inputs(B.counts_numpy(tables, *ids(tr), labels=tr[label].values)), sim_tr])
+  w = B.fit_logistic(x_tr, tr[label].values)
+  scores["blend + visual"] = np.column_stack([B.blend_inputs(c_ev), sim_ev]) @ w[1:] + w[0]
 
   from scripts.cold_slices import auc  # pylint: disable=import-outside-toplevel
   positives = tr[tr[label] == 1][spec.ad].value_counts()
@@ -133,12 +122,12 @@ def main(argv=None) -> int:
   thresholds = [int(t) for t in args.thresholds.split(",")]
   y = ev[label].values
   print(f"\n{args.data}: {len(users)} users, {len(tr)} training rows, {len(ev)} eval rows; history `{history}`; "
-        f"blend + visual weight of the similarity {lr.coef_[0][-1]:+.3f}")
+        f"blend + visual weight of the similarity {w[-1]:+.3f}")
   head = ["scorer", "per-user AUC"]
   head += [f"AUC, < {t} positives ({int(y[ev_positives < t].sum())} pos)" for t in thresholds]
   print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
   for name, s in scores.items():
-    cells = [f"{per_user_auc(ev[spec.user].values, y, s):.4f}"]
+    cells = [f"{mean_user_auc(ev[spec.user].values, y, s):.4f}"]
     cells += [f"{auc(s[ev_positives < t], y[ev_positives < t]):.4f}" for t in thresholds]
     print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
   return 0
