@@ -111,7 +111,8 @@ class ChannelAttention(keras.layers.Layer):
     self.use_bias = use_bias
     self.prior_initializer = keras.initializers.get(prior_initializer)
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
-    self.output_initializer = keras.initializers.get(output_initializer or kernel_initializer)
+    self.output_initializer = (self.kernel_initializer if output_initializer is None
+                               else keras.initializers.get(output_initializer))
     self.gate_scale = float(gate_scale)
 
   @property
@@ -353,11 +354,13 @@ class ConvAttention(keras.layers.Layer):
   def build(self, input_shape):
     c = self.spec
     prior = c.category_prior
-    start = dict(gate_scale=2.0) if c.identity_start else {}
+    # identity start: gates 2 sigmoid(z), the layer before z at zero; otherwise the defaults (a
+    # fresh initializer draws a seed, so none is made that the paper's start does not use)
+    start = {"gate_scale": 2.0} if c.identity_start else {}
     self.channel = ChannelAttention(
         reduction=c.reduction, pooling=c.pooling, num_categories=self.num_categories if prior else 0,
         prior_dim=c.channel_prior if prior else 0, name="channel",
-        **(dict(start, output_initializer="zeros") if c.identity_start else {}))
+        **(dict(start, output_initializer="zeros") if start else {}))
     f_shape = _feature_shape(input_shape, True, "ConvAttention")
     self.channel.build(input_shape if prior else f_shape)
     self.spatial_gate = None
@@ -365,8 +368,7 @@ class ConvAttention(keras.layers.Layer):
       self.spatial_gate = SpatialAttention(
           kernel_size=c.kernel_size, num_categories=self.num_categories if prior else 0,
           prior_size=(c.spatial_prior, c.spatial_prior) if prior else (0, 0),
-          normalize=c.spatial_norm, name="spatial",
-          **(dict(start, kernel_initializer="zeros") if c.identity_start else {}))
+          normalize=c.spatial_norm, name="spatial", **(dict(start, kernel_initializer="zeros") if start else {}))
       self.spatial_gate.build(input_shape if prior else f_shape)
 
   def call(self, inputs):
