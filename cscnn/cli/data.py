@@ -61,6 +61,9 @@ def _add_movielens(data) -> None:
                   help="M: sampled negatives per held-out test / validation positive")
   ml.add_argument("--seed", type=int, default=movielens.seed,
                   help="user subset and negative sampling; the same seed gives the same bytes")
+  ml.add_argument("--new-movies", type=float, default=movielens.new_movies, metavar="SHARE",
+                  help="share of the catalogue treated as new ads: no training row, held-out ratings kept "
+                       "(strict item cold start; 0 = the shared protocol)")
   ml.set_defaults(func=_cmd_data_movielens)
 
 
@@ -72,7 +75,7 @@ def _cmd_data_movielens(args) -> int:
   try:
     cfg = MovieLensConfig(users=args.users, negatives=args.negatives,
                           eval_negatives=args.eval_negatives, seed=args.seed,
-                          train_negatives=args.train_negatives)
+                          train_negatives=args.train_negatives, new_movies=args.new_movies)
     summary = convert(args.source, args.out, cfg, log=lambda m: print(m, flush=True))
   except (ValueError, OSError) as e:   # SourceError is a ValueError
     raise UsageError(str(e)) from e

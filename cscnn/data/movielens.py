@@ -2,6 +2,7 @@
 
     bin/cscnn data movielens --source ../shared/data/movielens1m_posters --out DIR \\
         [--users N] [--negatives K] [--train-negatives uniform|popularity] [--eval-negatives M] [--seed S]
+        [--new-movies SHARE]
     bin/cscnn pipeline run --data DIR --output OUT --on-bad-image blank --cold-by positives \\
         [--variant none|cscnn]
 
@@ -32,6 +33,14 @@ Protocol (the paper's Amazon protocol, sections 4.2-4.3; implicit feedback)
         grouped by user_id) over these rows is the paper's per-user AUC with M sampled
         negatives per user (the paper ranks against all non-interacted items; we sample);
       - validation: the same for the validation positive, with its own M negatives.
+  * New movies (``--new-movies SHARE``, default 0): a random SHARE of the catalogue is treated
+    as ads launched after the training log, the strict item cold start in which only an ad's
+    content (poster, genre, title, decade) can rank it. Such a movie gets no training row: a
+    user's rating of it that was drawn as the held-out test or validation positive stays in
+    eval / validation, the user's other ratings of it are dropped (so it never appears in a
+    history either), and training negatives are drawn from the other movies. Eval negatives
+    are drawn from the whole catalogue, new movies included. With the default 0 every draw is
+    that of the protocol above.
 
 Files written under DIR
   ``impressions/train/impressions.csv``, ``impressions/eval/impressions.csv``: header
@@ -141,6 +150,7 @@ class MovieLensConfig:
   eval_negatives: int = 20        # M: sampled negatives per held-out (test / validation) positive
   seed: int = 0
   train_negatives: str = UNIFORM  # how training negatives are drawn: NEGATIVE_SAMPLING
+  new_movies: float = 0.0         # share of the catalogue that is new: no training row at all
 
   def __post_init__(self):
     if self.users < 0:
@@ -151,6 +161,8 @@ class MovieLensConfig:
       raise ValueError(f"--train-negatives must be one of {', '.join(NEGATIVE_SAMPLING)}, got {self.train_negatives!r}")
     if self.eval_negatives < 1:
       raise ValueError(f"--eval-negatives must be >= 1 (a per-user AUC needs negatives), got {self.eval_negatives}")
+    if not 0.0 <= self.new_movies < 1.0:
+      raise ValueError(f"--new-movies must be a share in [0, 1), got {self.new_movies}")
 
 
 # ---- reading the source ---------------------------------------------------------------------
@@ -250,12 +262,17 @@ class _Rows:
     return cat(self.user), cat(self.movie), cat(self.label)
 
 
-def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: int):
-  """One user's split. `items`: indices (into the catalogue) of the movies the user rated.
+def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: int,
+               new: Optional[np.ndarray] = None):
+  """One user's split. `items`: indices (into the catalogue) of the movies the user rated;
+  `new`: a mask over the catalogue of the new movies (`new_movie_mask`), which get no training
+  row: a held-out rating of one stays held out, the user's other ratings of new movies are
+  dropped, and no training negative is drawn from them (eval negatives are).
 
   Returns dict with ``train``, ``validation``, ``test`` (positive movie indices; the held-out
   ones empty for users with fewer than 3 ratings), ``train_neg``, ``test_neg``,
-  ``validation_neg``. Draws, in this order, from ``default_rng([seed, user_id])``."""
+  ``validation_neg``. Draws, in this order, from ``default_rng([seed, user_id])``; without new
+  movies the draws are those of a conversion without the option."""
   rng = np.random.default_rng([cfg.seed, user_id])
   items = np.unique(items)
   empty = np.zeros(0, np.int64)
@@ -267,11 +284,15 @@ def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: 
   rated = np.zeros(n_movies, bool)
   rated[items] = True
   candidates = np.flatnonzero(~rated)
+  train_candidates = candidates
+  if new is not None and new.any():
+    train, train_candidates = train[~new[train]], candidates[~new[candidates]]
   out = {"train": train, "validation": validation, "test": test,
          "train_neg": empty, "test_neg": empty, "validation_neg": empty}
   if len(candidates) == 0:
     return out
-  out["train_neg"] = rng.choice(candidates, size=cfg.negatives * len(train), replace=True)
+  if len(train_candidates):
+    out["train_neg"] = rng.choice(train_candidates, size=cfg.negatives * len(train), replace=True)
   m = min(cfg.eval_negatives, len(candidates))
   if len(test):
     out["test_neg"] = np.sort(rng.choice(candidates, size=m, replace=False))
@@ -288,6 +309,14 @@ def popularity_negatives(rated: np.ndarray, k: int, weights: np.ndarray, seed: i
   if k == 0 or p.sum() == 0:
     return np.zeros(0, np.int64)
   return np.random.default_rng([seed, user_id, 2]).choice(len(p), size=k, replace=True, p=p / p.sum())
+
+
+def new_movie_mask(n_movies: int, share: float, seed: int) -> np.ndarray:
+  """The new movies: ``round(share * n_movies)`` of the catalogue, drawn without replacement from
+  ``default_rng([seed, 3])`` (independent of the user subset)."""
+  mask = np.zeros(n_movies, bool)
+  mask[np.random.default_rng([seed, 3]).choice(n_movies, size=int(round(share * n_movies)), replace=False)] = True
+  return mask
 
 
 HISTORY_LEN = 50
@@ -407,12 +436,13 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   histories: List[np.ndarray] = []
   train_row_count = np.zeros(len(catalog), np.int64)
   without_holdout = 0
-  splits = [split_user(r_movie[a:b], len(catalog), cfg, int(uid)) for uid, a, b in zip(chosen, starts, ends)]
+  new = new_movie_mask(len(catalog), cfg.new_movies, cfg.seed)
+  splits = [split_user(r_movie[a:b], len(catalog), cfg, int(uid), new) for uid, a, b in zip(chosen, starts, ends)]
   train_pos_count = np.bincount(np.concatenate([s["train"] for s in splits] + [np.zeros(0, np.int64)]),
                                 minlength=len(catalog))
   if cfg.train_negatives == POPULARITY:
     for uid, s in zip(chosen, splits):
-      rated = np.concatenate([s["train"], s["validation"], s["test"]])
+      rated = np.concatenate([s["train"], s["validation"], s["test"], np.flatnonzero(new)])
       s["train_neg"] = popularity_negatives(rated, cfg.negatives * len(s["train"]), 1.0 + train_pos_count,
                                             cfg.seed, int(uid))
   for u, (uid, s) in enumerate(zip(chosen, splits)):
@@ -487,7 +517,9 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
       "protocol": "implicit feedback; per user 1 validation + 1 test positive held out (users with >= 3 "
                   f"ratings); train: {cfg.negatives} non-interacted movie(s) per positive, sampled "
                   f"{'uniformly' if cfg.train_negatives == UNIFORM else 'by 1 + training positives'}; eval / "
-                  f"validation: the held-out positive + {cfg.eval_negatives} sampled non-interacted movies",
+                  f"validation: the held-out positive + {cfg.eval_negatives} sampled non-interacted movies"
+                  + (f"; new movies: {int(new.sum())} of the catalogue ({cfg.new_movies:g}) have no training row"
+                     if new.any() else ""),
       "users": int(len(chosen)),
       "users_in_source": int(len(all_users)),
       "users_without_holdout": without_holdout,
@@ -500,6 +532,9 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
       "eval_positives_on_cold_movies": int((pos & cold[eval_movies]).sum()),
       "eval_negatives_on_cold_movies": int((~pos & cold[eval_movies]).sum()),
       "cold_movies_in_eval": int(len(np.unique(eval_movies[cold[eval_movies]]))),
+      "new_movies": int(new.sum()),
+      "eval_positives_on_new_movies": int((pos & new[eval_movies]).sum()),
+      "eval_negatives_on_new_movies": int((~pos & new[eval_movies]).sum()),
       "eval_rows_cold_by_pipeline_definition": int(cold_rows[eval_movies].sum()),
       "missing_posters": len(missing_posters),
       "missing_poster_movie_ids": missing_posters,
