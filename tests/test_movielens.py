@@ -298,3 +298,32 @@ def test_real_movielens_50_users(tmp_path):
   assert check_impressions(str(tmp_path), MOVIELENS_SPEC) == s["rows"]["train"] + s["rows"]["eval"]
   with open(tmp_path / "summary.json") as f:
     assert json.load(f)["users"] == 50
+
+
+def test_new_movies_get_no_training_row_and_keep_their_held_out_ratings(converted, tmp_path):
+  from cscnn.data.movielens import new_movie_mask
+  cfg = MovieLensConfig(users=0, negatives=2, eval_negatives=3, seed=0, new_movies=0.375)
+  summary = convert(str(converted["src"]), str(tmp_path), cfg, log=_quiet)
+  catalogue = sorted(ADS_IDS)
+  new = {m for m, is_new in zip(catalogue, new_movie_mask(len(catalogue), 0.375, 0)) if is_new}
+  assert len(new) == 3 == summary["new_movies"]                      # round(0.375 * 8)
+  train = _by_user(_read(tmp_path / "impressions" / "train" / "impressions.csv"))
+  held = {name: _by_user(_read(tmp_path.joinpath(*rel))) for name, rel in
+          (("eval", ("impressions", "eval", "impressions.csv")), ("validation", ("validation", "impressions.csv")))}
+  before = {name: _by_user(converted[name]) for name in ("eval", "validation")}
+  for u, rated in RATINGS.items():
+    trained = set(train[u]["pos"]) | set(train[u]["neg"])
+    assert not trained & new, (u, trained & new)
+    # the held-out positives are those of the shared protocol (same draws), new movies included
+    out = set(held["eval"][u]["pos"]) | set(held["validation"][u]["pos"])
+    assert out == set(before["eval"][u]["pos"]) | set(before["validation"][u]["pos"])
+    assert set(train[u]["pos"]) == set(rated) - out - new            # other ratings of new movies dropped
+    assert len(train[u]["neg"]) == 2 * len(train[u]["pos"]) and not set(train[u]["neg"]) & set(rated)
+  rows = _read(tmp_path / "impressions" / "train" / "impressions.csv")
+  assert not {int(a[1:]) for r in rows for a in r["clicked_ads"].split() if a.startswith("m")} & new
+  eval_rows = _read(tmp_path / "impressions" / "eval" / "impressions.csv")
+  on_new = [r[S.label] for r in eval_rows if int(r[S.ad][1:]) in new]
+  assert summary["eval_positives_on_new_movies"] == on_new.count("1") > 0        # the test can see a new movie
+  assert summary["eval_negatives_on_new_movies"] == on_new.count("0") > 0        # and rank it against others
+  with pytest.raises(ValueError, match="--new-movies"):
+    MovieLensConfig(new_movies=1.0)
