@@ -33,7 +33,7 @@ def build_model(spec: FeatureSpec, id_space: Mapping[str, int],
   (`models.visual.split_frozen_tower`) the model reads precomputed image features through that
   head: the training twin of a frozen-backbone model (`copy_weights` carries its weights back)."""
   tower = make_visual_tower(visual, id_space[spec.category], spec.category, head=visual_head)
-  return build_ctr_model(spec.features, id_space, with_sequences(dcn, spec), tower)
+  return build_ctr_model(spec.features, id_space, with_sequences(dcn, spec), tower, ad=spec.ad)
 
 
 def copy_weights(source: keras.Model, target: keras.Model, skip: Sequence[str] = ()) -> int:

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import keras
 
-from models.layers import CrossNet, HistoryMatch, PooledEmbedding, TargetAttention
+from models.layers import CrossNet, HistoryMatch, IdDropout, PooledEmbedding, TargetAttention
 from spec.features import TOKEN_KINDS, Feature, transformed_name
 from spec.names import OUTPUT_KEY
 from spec.strict import known_fields
@@ -46,6 +46,9 @@ class DCNConfig:
   # Every sequence feature of the spec (a behaviour sequence) is also scored against the
   # candidate ad by HistoryMatch (models.ctr.with_sequences).
   match_sequences: bool = True
+  # Share of training rows whose candidate ad id is read as the id of unknown ads (models.layers.
+  # IdDropout), so that content (category, title, image) learns to rank new ads; 0 = the paper's.
+  ad_id_dropout: float = 0.0
 
   def __post_init__(self):
     if self.embedding_dim < 1:
@@ -64,6 +67,8 @@ class DCNConfig:
           raise ValueError(f"{name} takes (candidate, history) feature pairs, got {pair!r}")
     if self.history_match_dim < 1:
       raise ValueError(f"history_match_dim must be >= 1, got {self.history_match_dim}")
+    if not 0.0 <= self.ad_id_dropout < 1.0:
+      raise ValueError(f"ad_id_dropout must be in [0, 1), got {self.ad_id_dropout}")
 
   @classmethod
   def from_dict(cls, d: Mapping[str, object]) -> "DCNConfig":
@@ -118,9 +123,22 @@ def build_embedding(inputs: Mapping[str, keras.KerasTensor], features: Sequence[
   return keras.layers.Concatenate(name="x_nv")(parts)
 
 
+def _drop_ad_id(inputs: Dict[str, keras.KerasTensor], features: Sequence[Feature], id_space: Mapping[str, int],
+                rate: float, ad: Optional[str]) -> Dict[str, keras.KerasTensor]:
+  """`inputs` with the ad id read through `IdDropout` towards its first OOV id (rate > 0)."""
+  if rate == 0.0:
+    return inputs
+  f = {x.name: x for x in features}.get(ad)
+  if f is None or f.hash_buckets is not None or not f.embedded:
+    raise ValueError(f"ad_id_dropout needs the ad feature (an exact vocabulary with an OOV bucket), got {ad!r}")
+  key = transformed_name(f.name)
+  replacement = id_space[f.name] - f.oov_buckets   # Transform's first OOV bucket: rare and unseen ads
+  return {**inputs, key: IdDropout(rate, replacement, name=f"id_dropout_{f.name}")(inputs[key])}
+
+
 def build_ctr_model(features: Sequence[Feature], id_space: Mapping[str, int],
                     config: DCNConfig = DCNConfig(),
-                    visual_tower: Optional[VisualTower] = None) -> keras.Model:
+                    visual_tower: Optional[VisualTower] = None, ad: Optional[str] = None) -> keras.Model:
   """The CTR model of eq. 3-6: returns a Keras model from transformed ids to P(click).
 
   Args:
@@ -128,9 +146,10 @@ def build_ctr_model(features: Sequence[Feature], id_space: Mapping[str, int],
     id_space: per embedded feature's name, the number of distinct ids Transform can emit.
     config: hyperparameters.
     visual_tower: optional; builds x_v from the inputs (the seam of eq. 3).
+    ad: the ad feature's name (the spec's ``ad`` role), needed with ``config.ad_id_dropout``.
   """
   inputs = build_inputs(features)
-  x_nv = build_embedding(inputs, features, id_space, config)
+  x_nv = build_embedding(_drop_ad_id(inputs, features, id_space, config.ad_id_dropout, ad), features, id_space, config)
 
   h = keras.layers.Dense(config.deep_units[0], activation="relu", name="deep_0")(x_nv)
   if visual_tower is not None:

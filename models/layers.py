@@ -98,6 +98,35 @@ class CrossNet(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="cscnn")
+class IdDropout(keras.layers.Layer):
+  """Replaces each id by ``replacement_id`` with probability ``rate`` while training; the
+  identity at inference. With the replacement the id of ads the vocabulary does not know, the
+  rows it hits teach the model to rank an ad by its content alone, as it must rank a new ad
+  (DropoutNet, Volkovs et al. 2017, applied to the item id)."""
+
+  def __init__(self, rate: float, replacement_id: int, seed=None, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= rate < 1.0:
+      raise ValueError(f"rate must be in [0, 1), got {rate}")
+    if replacement_id < 0:
+      raise ValueError(f"replacement_id must be >= 0, got {replacement_id}")
+    self.rate, self.replacement_id, self.seed = float(rate), int(replacement_id), seed
+    self.seed_generator = keras.random.SeedGenerator(seed)
+
+  def call(self, ids, training=None):
+    if not training or self.rate == 0.0:
+      return ids
+    hit = keras.random.uniform(ops.shape(ids), seed=self.seed_generator) < self.rate
+    return ops.where(hit, ops.cast(self.replacement_id, ids.dtype), ids)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), "rate": self.rate, "replacement_id": self.replacement_id, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="cscnn")
 class PooledEmbedding(keras.layers.Layer):
   """Embedding of a multi-hot feature (paper eq. 7 with x_hot multi-hot): the mean of the
   embeddings of its tokens. Id ``padding_id`` marks padding and is ignored; an impression with

@@ -1,5 +1,7 @@
 """The CTR model of eq. 3-6 against an independent numpy forward pass."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,23 @@ def test_target_attention_learns_candidate_in_history_where_the_dcn_does_not():
   dcn, ta = r["dcn"]["final_auc_mean"], r["dcn + target attention"]["final_auc_mean"]
   assert ta > 0.97, r
   assert ta - dcn > 0.05, r
+
+
+def test_ad_id_dropout_reads_the_ad_as_an_unknown_ad_while_training_only():
+  """With rate ~1 every training row's ad id embeds as the OOV id's row (id_space - oov_buckets):
+  the training output equals the inference output of the same rows with that id put in."""
+  rate = 0.999999
+  model = build_ctr_model(S.features, _id_space(), dataclasses.replace(SMALL, ad_id_dropout=rate), ad=S.ad)
+  x = _random_inputs(np.random.default_rng(5), n=8)
+  key = F.transformed_name(S.ad)
+  oov = 7 - S.feature(S.ad).oov_buckets
+  x[key] = np.where(x[key] == oov, oov - 1, x[key])   # no row starts with the OOV id
+  as_unknown = {**x, key: np.full_like(x[key], oov)}
+  trained = np.asarray(model(x, training=True))
+  np.testing.assert_allclose(trained, np.asarray(model(as_unknown, training=False)), rtol=1e-5)
+  assert not np.allclose(trained, np.asarray(model(x, training=False)), rtol=1e-3)   # the ad id matters
+  np.testing.assert_allclose(np.asarray(model(x)), np.asarray(model(x, training=False)))    # default: inference
+  with pytest.raises(ValueError, match="ad_id_dropout needs the ad feature"):
+    build_ctr_model(S.features, _id_space(), DCNConfig(ad_id_dropout=0.2))           # no ad named
+  with pytest.raises(ValueError, match="ad_id_dropout"):
+    DCNConfig(ad_id_dropout=1.0)

@@ -141,3 +141,25 @@ def test_history_match_is_the_dot_of_the_candidate_and_the_mean_history_and_roun
     HistoryMatch(3, 4, dim=0)
   with pytest.raises(ValueError, match="padding_id"):
     HistoryMatch(3, 4, padding_id=4)
+
+
+def test_id_dropout_replaces_ids_at_its_rate_only_while_training_and_round_trips(tmp_path):
+  from models.layers import IdDropout
+  ids = np.arange(1, 20001, dtype="int64") % 7 + 1            # never the replacement id 0
+  layer = IdDropout(0.25, replacement_id=0, seed=3)
+  np.testing.assert_array_equal(np.asarray(layer(ids)), ids)                 # inference: identity
+  out = np.asarray(layer(ids, training=True))
+  hit = out != ids
+  assert set(np.unique(out[hit])) == {0}                                      # hit -> the replacement
+  assert abs(hit.mean() - 0.25) < 0.015, hit.mean()                          # 5,000 +- 61 expected
+  np.testing.assert_array_equal(np.asarray(IdDropout(0.0, 0)(ids, training=True)), ids)
+  for bad in ({"rate": 1.0, "replacement_id": 0}, {"rate": -0.1, "replacement_id": 0},
+              {"rate": 0.1, "replacement_id": -1}):
+    with pytest.raises(ValueError):
+      IdDropout(**bad)
+  inp = keras.Input((), dtype="int64")
+  path = str(tmp_path / "d.keras")
+  keras.Model(inp, IdDropout(0.5, 9, seed=1, name="drop")(inp)).save(path)
+  loaded = keras.models.load_model(path)
+  assert loaded.get_layer("drop").get_config()["replacement_id"] == 9
+  np.testing.assert_array_equal(np.asarray(loaded(ids[:50])), ids[:50])

@@ -32,7 +32,7 @@ def build_serving_model(end_to_end: keras.Model, spec: FeatureSpec, dcn: DCNConf
     captured["fallback"], captured["table"] = fallback, table
     return {IMAGE_KEY: key}, x_v
 
-  dcn_model = build_ctr_model(spec.features, id_space, with_sequences(dcn, spec), table_tower)
+  dcn_model = build_ctr_model(spec.features, id_space, with_sequences(dcn, spec), table_tower, ad=spec.ad)
   captured["table"].set_table(keys, vectors, row_categories)
   for layer in dcn_model.layers:
     if layer.weights and layer.name != TABLE_LAYER:

@@ -19,6 +19,8 @@ def _trainer_settings(args):
     model["learning_rate"] = args.learning_rate
   if args.embedding_dim is not None:
     model["embedding_dim"] = args.embedding_dim
+  if args.ad_id_dropout is not None:
+    model["ad_id_dropout"] = args.ad_id_dropout
   if args.target_attention:
     from tfx_pipeline import configs
     model["target_attention"] = [list(configs.TARGET_ATTENTION)]
@@ -144,6 +146,9 @@ def _add_run(pipe) -> None:
   r.add_argument("--batch-size", type=int, default=trainer.batch_size, help="impressions per training batch")
   r.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (None: the model's 1e-3)")
   r.add_argument("--embedding-dim", type=int, default=None, help="d_e (paper: 4)")
+  r.add_argument("--ad-id-dropout", type=float, default=None, metavar="RATE",
+                 help="share of training rows whose ad id is read as an unknown ad's, so that content learns to "
+                      "rank new ads (None: 0, the paper's DCN)")
   r.add_argument("--target-attention", action="store_true",
                  help="pool the user's clicked categories by target attention from the ad's category "
                       "(DIN's unit, models/layers.py) into x_nv")
