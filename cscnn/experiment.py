@@ -197,6 +197,9 @@ def run_ablation(data: str, output: str, grid: str = "variants",
         raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
       text = proc.stdout
       summary = json.loads(text[text.index("{\n"):])
+      if "metrics" not in summary:
+        raise RuntimeError(f"cell {label} seed {seed}: the run's summary has no evaluation metrics (states "
+                           f"{summary.get('components')}; see {cell}/log.txt)")
       result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args,
                 "code_version": code}
       finished[(tuple(cell_args), seed)] = result

@@ -3,6 +3,8 @@ shows each option's default."""
 
 import argparse
 
+import pytest
+
 from cscnn.cli import build_parser
 from spec import choices
 from tfx_pipeline import configs
@@ -53,3 +55,25 @@ def test_serve_and_predict_defaults_are_the_serving_packages():
   assert (serve.max_request_rows, serve.max_request_bytes) == (RequestLimits().max_rows, RequestLimits().max_bytes)
   predict = commands[("cscnn", "predict")].parse_args(["--server", "h:1", "--model", "m", "--input", "x.csv"])
   assert predict.timeout == inspect.signature(CtrClient).parameters["timeout"].default
+
+
+def test_a_second_run_into_the_same_output_stops_while_the_first_holds_it(tmp_path):
+  """Two `pipeline run`s into one --output would share its ML Metadata: the second one stops
+  before touching anything, naming the holder, and the folder is free again once it is released."""
+  import fcntl
+  import subprocess
+  import sys
+  from conftest import ROOT
+  from cscnn.cli.common import RUN_LOCK, lock_output
+  out = tmp_path / "run"
+  held = lock_output(str(out))
+  cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", str(tmp_path / "data"), "--output", str(out)]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert f"{out} is in use by a run that has not finished (pid " in proc.stderr
+  assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK]          # nothing written beside the lock
+  held.close()
+  again = lock_output(str(out))
+  with pytest.raises(BlockingIOError):                                # a second holder is refused
+    fcntl.flock(open(out / RUN_LOCK), fcntl.LOCK_EX | fcntl.LOCK_NB)
+  again.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import inspect
-from typing import Dict
+import os
+import time
+from typing import Dict, IO
 
 from cscnn.cli.errors import UsageError
 
@@ -29,3 +32,29 @@ def load_spec(path):
     return DEFAULT_SPEC if path is None else load(path)
   except SpecFileError as e:
     raise UsageError(str(e)) from e
+
+
+RUN_LOCK = ".run.lock"
+
+
+def lock_output(output: str) -> IO:
+  """An exclusive lock on the run folder `output` for as long as the returned file stays open
+  (the process's lifetime at most). Two runs into one folder share its ML Metadata, caches and
+  serving folder, so the second would read the first's state: it stops here with a UsageError
+  naming the holder's pid instead."""
+  os.makedirs(output, exist_ok=True)
+  path = os.path.join(output, RUN_LOCK)
+  f = open(path, "a+")   # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or "another process"
+    f.close()
+    raise UsageError(f"{output} is in use by a run that has not finished ({holder}): runs into one --output "
+                     "share its metadata and serving folder; wait for it or use another --output") from None
+  f.seek(0)
+  f.truncate()
+  f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+  f.flush()
+  return f

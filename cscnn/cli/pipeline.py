@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from cscnn.cli.common import load_spec
+from cscnn.cli.common import load_spec, lock_output
 from cscnn.cli.errors import UsageError
 
 
@@ -220,6 +220,7 @@ def _cmd_pipeline_run(args) -> int:
   except ValueError as e:
     raise UsageError(str(e)) from e
   _check_weights_file(settings.visual)
+  lock = lock_output(args.output)   # noqa: F841  (held until the process ends)
   if not args.skip_input_check:
     try:
       rows = check_impressions(args.data, spec, locate=None if args.spec is None else
