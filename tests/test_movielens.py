@@ -270,7 +270,7 @@ def test_wrong_source_names_the_missing_file(tmp_path, converted):
   with pytest.raises(SourceError, match=f"{src / 'movies.dat'} does not exist"):
     convert(str(src), str(tmp_path / "o"), CFG, log=_quiet)
   proc = subprocess.run([sys.executable, "-m", "cscnn", "data", "movielens", "--source", str(src),
-                         "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                         "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 2 and f"{src / 'movies.dat'} does not exist" in proc.stderr
   with pytest.raises(SourceError, match="inside the repository"):
     convert(str(converted["src"]), os.path.join(ROOT, "movielens_here"), CFG, log=_quiet)
