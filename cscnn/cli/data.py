@@ -81,8 +81,9 @@ def _cmd_data_movielens(args) -> int:
     raise UsageError(str(e)) from e
   from tfx_pipeline import configs
   steps = math.ceil(PASSES * summary["rows"]["train"] / configs.TRAIN_BATCH_SIZE)
+  new = f" --ad-id-dropout {args.new_movies:g}" if args.new_movies > 0 else ""   # content must rank the new movies
   print(f"next: bin/cscnn pipeline run --data {args.out} --output OUT --on-bad-image blank --cold-by positives "
-        f"--train-steps {steps}   # {PASSES} passes over the {summary['rows']['train']:,} training rows")
+        f"--train-steps {steps}{new}   # {PASSES} passes over the {summary['rows']['train']:,} training rows")
   return 0
 
 
