@@ -67,7 +67,8 @@ def test_a_second_run_into_the_same_output_stops_while_the_first_holds_it(tmp_pa
   from cscnn.cli.common import RUN_LOCK, lock_output
   out = tmp_path / "run"
   held = lock_output(str(out))
-  cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", str(tmp_path / "data"), "--output", str(out)]
+  cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", str(tmp_path / "data"), "--output", str(out),
+         "--variant", "none", "--skip-input-check"]                  # straight to the lock
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert f"{out} is in use by a run that has not finished (pid " in proc.stderr

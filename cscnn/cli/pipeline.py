@@ -220,7 +220,6 @@ def _cmd_pipeline_run(args) -> int:
   except ValueError as e:
     raise UsageError(str(e)) from e
   _check_weights_file(settings.visual)
-  lock = lock_output(args.output)   # noqa: F841  (held until the process ends)
   if not args.skip_input_check:
     try:
       rows = check_impressions(args.data, spec, locate=None if args.spec is None else
@@ -232,6 +231,7 @@ def _cmd_pipeline_run(args) -> int:
   if args.variant != "none" and not os.path.exists(catalog):
     raise UsageError(f"the visual variant {args.variant!r} needs the ad catalogue {catalog} "
                      "(ad_id,category_id,image); use --variant none to train the DCN without images")
+  lock = lock_output(args.output)   # noqa: F841  (held until the process ends; nothing written before)
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.ERROR)
