@@ -75,6 +75,6 @@ def test_a_second_run_into_the_same_output_stops_while_the_first_holds_it(tmp_pa
   assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK]          # nothing written beside the lock
   held.close()
   again = lock_output(str(out))
-  with pytest.raises(BlockingIOError):                                # a second holder is refused
-    fcntl.flock(open(out / RUN_LOCK), fcntl.LOCK_EX | fcntl.LOCK_NB)
+  with open(out / RUN_LOCK) as other, pytest.raises(BlockingIOError):   # a second holder is refused
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
   again.close()

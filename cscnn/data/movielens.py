@@ -265,7 +265,7 @@ class _Rows:
 def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: int,
                new: Optional[np.ndarray] = None):
   """One user's split. `items`: indices (into the catalogue) of the movies the user rated;
-  `new`: a mask over the catalogue of the new movies (`new_movie_mask`), which get no training
+  `new`: a mask over the catalogue of the new movies (`new_movie_mask`; None: none), which get no training
   row: a held-out rating of one stays held out, the user's other ratings of new movies are
   dropped, and no training negative is drawn from them (eval negatives are).
 
@@ -285,7 +285,7 @@ def split_user(items: np.ndarray, n_movies: int, cfg: MovieLensConfig, user_id: 
   rated[items] = True
   candidates = np.flatnonzero(~rated)
   train_candidates = candidates
-  if new is not None and new.any():
+  if new is not None:
     train, train_candidates = train[~new[train]], candidates[~new[candidates]]
   out = {"train": train, "validation": validation, "test": test,
          "train_neg": empty, "test_neg": empty, "validation_neg": empty}
@@ -437,12 +437,14 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
   train_row_count = np.zeros(len(catalog), np.int64)
   without_holdout = 0
   new = new_movie_mask(len(catalog), cfg.new_movies, cfg.seed)
-  splits = [split_user(r_movie[a:b], len(catalog), cfg, int(uid), new) for uid, a, b in zip(chosen, starts, ends)]
+  new_ids = np.flatnonzero(new)
+  splits = [split_user(r_movie[a:b], len(catalog), cfg, int(uid), new if len(new_ids) else None)
+            for uid, a, b in zip(chosen, starts, ends)]
   train_pos_count = np.bincount(np.concatenate([s["train"] for s in splits] + [np.zeros(0, np.int64)]),
                                 minlength=len(catalog))
   if cfg.train_negatives == POPULARITY:
     for uid, s in zip(chosen, splits):
-      rated = np.concatenate([s["train"], s["validation"], s["test"], np.flatnonzero(new)])
+      rated = np.concatenate([s["train"], s["validation"], s["test"], new_ids])
       s["train_neg"] = popularity_negatives(rated, cfg.negatives * len(s["train"]), 1.0 + train_pos_count,
                                             cfg.seed, int(uid))
   for u, (uid, s) in enumerate(zip(chosen, splits)):
@@ -518,8 +520,8 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
                   f"ratings); train: {cfg.negatives} non-interacted movie(s) per positive, sampled "
                   f"{'uniformly' if cfg.train_negatives == UNIFORM else 'by 1 + training positives'}; eval / "
                   f"validation: the held-out positive + {cfg.eval_negatives} sampled non-interacted movies"
-                  + (f"; new movies: {int(new.sum())} of the catalogue ({cfg.new_movies:g}) have no training row"
-                     if new.any() else ""),
+                  + (f"; new movies: {len(new_ids)} of the catalogue ({cfg.new_movies:g}) have no training row"
+                     if len(new_ids) else ""),
       "users": int(len(chosen)),
       "users_in_source": int(len(all_users)),
       "users_without_holdout": without_holdout,
@@ -532,7 +534,7 @@ def convert(source: str, out_dir: str, cfg: MovieLensConfig = MovieLensConfig(),
       "eval_positives_on_cold_movies": int((pos & cold[eval_movies]).sum()),
       "eval_negatives_on_cold_movies": int((~pos & cold[eval_movies]).sum()),
       "cold_movies_in_eval": int(len(np.unique(eval_movies[cold[eval_movies]]))),
-      "new_movies": int(new.sum()),
+      "new_movies": len(new_ids),
       "eval_positives_on_new_movies": int((pos & new[eval_movies]).sum()),
       "eval_negatives_on_new_movies": int((~pos & new[eval_movies]).sum()),
       "eval_rows_cold_by_pipeline_definition": int(cold_rows[eval_movies].sum()),
