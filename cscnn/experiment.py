@@ -35,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from spec import choices
 from tfx_pipeline.code_version import code_fingerprint
@@ -267,10 +267,11 @@ def _format_gain(mean, std) -> str:
 
 
 def write_table(results: List[Dict], labels: Sequence[str], output: str,
-                grid: str = "variants") -> Dict[str, str]:
-  """The grid's table (Markdown, CSV), its plot and, for grids with steps (`steps_for`), the
-  gains paired by seed (below the Markdown table and in ``<grid>_steps.csv``; a steps CSV left
-  by an earlier run of the same grid is removed when there are no steps now)."""
+                grid: str = "variants", steps: Optional[Sequence[Tuple[str, str]]] = None) -> Dict[str, str]:
+  """The grid's table (Markdown, CSV), its plot and, for grids with steps (`steps_for`, or the
+  pairs given as `steps`), the gains paired by seed (below the Markdown table and in
+  ``<grid>_steps.csv``; a steps CSV left by an earlier run of the same grid is removed when there
+  are no steps now)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -291,7 +292,9 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
                  **{f"{k}_std": stats[k][1] for k, _ in METRICS},
                  "auc_per_seed": " ".join(f"{r['auc']:.4f}" for r in cells)})
   paths = table_paths(output, grid)
-  gains = step_rows(results, steps_for(grid, [label for label in labels if not label.startswith("baseline: ")]))
+  if steps is None:
+    steps = steps_for(grid, [label for label in labels if not label.startswith("baseline: ")])
+  gains = step_rows(results, steps)
   if gains:
     md += ["", "Gains paired by seed (B - A, mean ± std over the seeds both have); the last column: "
            "is the gain in mean AUC larger than the seed std of A and of B?", "",
@@ -328,4 +331,63 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
   fig.tight_layout()
   fig.savefig(paths["plot"], dpi=110)
   plt.close(fig)
+  return paths
+
+
+COMPARE = "compare"
+
+
+def parse_configuration(text: str) -> Tuple[str, str, str]:
+  """``NAME=FOLDER[:LABEL]`` -> (NAME, FOLDER, LABEL): the cells labelled LABEL (NAME when not
+  given) of the experiment folder FOLDER, shown as NAME."""
+  name, eq, spec = text.partition("=")
+  if not eq or not name or not spec:
+    raise ValueError(f"a configuration is NAME=FOLDER[:LABEL], e.g. none=/tmp/exp:none; got {text!r}")
+  folder, colon, label = spec.rpartition(":")
+  if not colon or not folder or os.sep in label:   # no label given (or the last ':' is in the path)
+    folder, label = spec, name
+  return name, folder, label
+
+
+def compare(configurations: Sequence[Tuple[str, str, str]], output: str,
+            other_data: bool = False) -> Dict[str, str]:
+  """The finished cells of configurations from several experiment folders in one table, each
+  configuration against the first paired by seed (``OUTPUT/compare.md``, ``.csv``,
+  ``_steps.csv``, ``.png``): e.g. a grid with one ``--run-arg`` against another grid's cells.
+  Nothing is trained; the Markdown ends with where each configuration's cells came from.
+
+  `configurations` are (name, experiment folder, cell label). Pairing by seed means the same
+  eval rows, so cells whose data folder or eval row count differ are refused, naming both,
+  unless `other_data` (e.g. a control on a copy of the data with other images and the same
+  split); the eval row counts must match even then."""
+  names = [name for name, _, _ in configurations]
+  if len(configurations) < 2 or len(set(names)) != len(names):
+    raise ValueError(f"compare needs two or more configurations with distinct names; got {names}")
+  results, data_of = [], {}
+  for name, folder, label in configurations:
+    found = []
+    for path in sorted(glob.glob(os.path.join(folder, "cells", "*", "result.json"))):
+      with open(path) as f:
+        r = json.load(f)
+      found.append(r["label"])
+      if r["label"] != label:
+        continue
+      data = (r["args"][0] if r.get("args") else None, r.get("eval_rows"))   # None: not recorded
+      for other, (other_data_of, cell) in data_of.items():
+        differ = [None not in pair and pair[0] != pair[1] for pair in zip(data, other_data_of)]
+        if differ[1] or (differ[0] and not other_data):
+          raise ValueError(f"{name} ({path}) ran on {data[0]} with {data[1]} eval rows, {other} ({cell}) on "
+                           f"{other_data_of[0]} with {other_data_of[1]} eval rows: seeds pair only on the "
+                           "same eval rows (another data folder with the same split: --other-data)")
+      data_of.setdefault(name, (data, path))
+      results.append({**r, "label": name})
+    if name not in data_of:
+      have = ", ".join(sorted(set(found))) or "none"
+      raise ValueError(f"{name}: no finished cell labelled {label!r} in {folder}/cells (labels there: {have})")
+  os.makedirs(output, exist_ok=True)
+  paths = write_table(results, names, output, COMPARE, steps=[(names[0], name) for name in names[1:]])
+  with open(paths["markdown"], "a") as f:
+    f.write("\nCells:\n" + "".join(
+        f"- {name}: `{folder}` cells labelled `{label}` (data `{data_of[name][0][0]}`, "
+        f"{data_of[name][0][1]} eval rows)\n" for name, folder, label in configurations))
   return paths

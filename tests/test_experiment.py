@@ -194,3 +194,51 @@ def test_a_kept_cell_from_other_code_says_so_and_one_from_this_code_does_not(tmp
   assert lines == [f"[1/2] none seed 0: done before, kept (run by code 0123456789abcdef; the code is "
                    f"now {code_fingerprint()})",
                    "[2/2] cscnn seed 0: done before, kept"]
+
+
+def _write_cells(folder, label, data, aucs, eval_rows=100):
+  """Finished cells as `run_ablation` leaves them: one result.json per seed."""
+  for seed, auc in enumerate(aucs):
+    cell = os.path.join(folder, "cells", f"{label}_seed{seed}")
+    os.makedirs(cell)
+    with open(os.path.join(cell, "result.json"), "w") as f:
+      json.dump({"label": label, "seed": seed, "auc": auc, "per_user_auc": auc, "cold_auc": None,
+                 "eval_rows": eval_rows, "args": [data, "--variant", label]}, f)
+
+
+def test_compare_pairs_cells_of_two_folders_by_seed_against_the_first(tmp_path):
+  a, b, out = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "cmp")
+  _write_cells(a, "none", "/data", [0.70, 0.72])
+  _write_cells(b, "cscnn", "/data", [0.73, 0.76, 0.80])
+  _write_cells(b, "none", "/data", [0.50, 0.50])   # another label in b: not taken for "img"
+  # base 0.70 / 0.72 (mean 0.71, std 0.0141); img 0.73 / 0.76 / 0.80 (mean 0.7633, std 0.0351);
+  # paired on seeds 0 and 1: 0.03 / 0.04 -> +0.035 ± 0.0071; 0.0533 > 0.0351 -> yes.
+  proc = cscnn("experiment", "compare", "--output", out, f"base={a}:none", f"img={b}:cscnn")
+  md = open(os.path.join(out, "compare.md")).read().splitlines()
+  assert "| base | 2 | 0.7100 ± 0.0141 | 0.7100 ± 0.0141 | n/a | 0.7000, 0.7200 |" in md
+  assert "| img | 3 | 0.7633 ± 0.0351 | 0.7633 ± 0.0351 | n/a | 0.7300, 0.7600, 0.8000 |" in md
+  assert "| base -> img | 2 | +0.0350 ± 0.0071 | +0.0350 ± 0.0071 | n/a | yes |" in md
+  assert f"- img: `{b}` cells labelled `cscnn` (data `/data`, 100 eval rows)" in md
+  assert "| base -> img |" in proc.stdout
+
+
+def test_compare_refuses_cells_of_other_data_and_names_them(tmp_path):
+  from cscnn.experiment import compare, parse_configuration  # pylint: disable=import-outside-toplevel
+  a, b, c = (str(tmp_path / n) for n in "abc")
+  _write_cells(a, "none", "/data", [0.70])
+  _write_cells(b, "cscnn", "/data_grey", [0.71])
+  _write_cells(c, "cscnn", "/data", [0.71], eval_rows=90)
+  assert parse_configuration(f"x={a}") == ("x", a, "x")
+  assert parse_configuration(f"x={a}:none") == ("x", a, "none")
+  with pytest.raises(ValueError, match="NAME=FOLDER"):
+    parse_configuration(a)
+  with pytest.raises(ValueError, match=r"ran on /data_grey with 100 eval rows, base .* on /data with 100"):
+    compare([("base", a, "none"), ("grey", b, "cscnn")], str(tmp_path / "out"))
+  assert not os.path.exists(tmp_path / "out")
+  compare([("base", a, "none"), ("grey", b, "cscnn")], str(tmp_path / "out"), other_data=True)
+  with pytest.raises(ValueError, match="with 90 eval rows"):   # another split: never paired
+    compare([("base", a, "none"), ("c", c, "cscnn")], str(tmp_path / "out"), other_data=True)
+  with pytest.raises(ValueError, match=r"no finished cell labelled 'cbam' in .*b/cells \(labels there: cscnn\)"):
+    compare([("base", a, "none"), ("cbam", b, "cbam")], str(tmp_path / "out"))
+  proc = cscnn("experiment", "compare", "--output", str(tmp_path / "o2"), f"base={a}:none", check=False)
+  assert proc.returncode == 1 and "two or more configurations" in proc.stderr

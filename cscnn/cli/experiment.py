@@ -1,4 +1,4 @@
-"""`cscnn experiment ablation`: grids of pipeline runs."""
+"""`cscnn experiment`: grids of pipeline runs (ablation), the BPR setting (table4), tables across grids (compare)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,20 @@ def _cmd_experiment_table4(args) -> int:
   return 0
 
 
+def _cmd_experiment_compare(args) -> int:
+  from cscnn.experiment import COMPARE, compare, parse_configuration, table_paths
+  try:
+    compare([parse_configuration(c) for c in args.configurations], args.output, args.other_data)
+  except ValueError as e:
+    print(f"cscnn experiment compare: {e}", file=sys.stderr)
+    return 1
+  paths = table_paths(args.output, COMPARE)
+  with open(paths["markdown"]) as f:
+    print(f.read())
+  print(f"table: {paths['markdown']}, {paths['csv']}, gains {paths['steps_csv']}; plot: {paths['plot']}")
+  return 0
+
+
 def register(sub) -> None:
   from cscnn.experiment import GRIDS, run_ablation
   from spec import choices
@@ -83,6 +97,17 @@ def register(sub) -> None:
   ab.add_argument("--backbone", default=choices.BACKBONE, choices=choices.BACKBONES, help="CNN of every cell")
   ab.add_argument("--run-arg", action="append", default=[], help="extra `pipeline run` argument, repeatable")
   ab.set_defaults(func=_cmd_experiment_ablation)
+
+  cmp = ex.add_parser("compare", help="finished cells of several experiment folders in one table, each "
+                                       "configuration against the first, paired by seed (nothing is trained)")
+  cmp.add_argument("configurations", nargs="+", metavar="NAME=FOLDER[:LABEL]",
+                   help="the cells labelled LABEL (default NAME) in the experiment folder FOLDER, shown as "
+                        "NAME; the first is the reference, e.g. none=/tmp/exp_a:none cscnn=/tmp/exp_b:cscnn")
+  cmp.add_argument("--output", required=True, help="folder for compare.md, .csv, _steps.csv, .png")
+  cmp.add_argument("--other-data", action="store_true",
+                   help="pair cells that ran on different data folders with the same eval rows (e.g. a "
+                        "control on a copy of the data with other images); refused without it")
+  cmp.set_defaults(func=_cmd_experiment_compare)
 
   from cscnn.table4 import METHODS, BPRConfig
   bpr = defaults(BPRConfig)
