@@ -349,6 +349,35 @@ def parse_configuration(text: str) -> Tuple[str, str, str]:
   return name, folder, label
 
 
+def _plot_gains(results: List[Dict], names: Sequence[str], path: str) -> None:
+  """Each configuration's gain over the first, one panel per metric: every seed's paired gain
+  (dots), their mean and std (bar), and the first configuration's seed std as a band around 0
+  (a mean gain outside the band is larger than the reference's own spread)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  by = {n: {r["seed"]: r for r in results if r["label"] == n} for n in names}
+  fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6))
+  for ax, (k, title) in zip(axes, METRICS):
+    _, ref_std = _mean_std([r[k] for r in by[names[0]].values()])
+    if ref_std:
+      ax.axhspan(-ref_std, ref_std, color="#dddddd", label=f"{names[0]}: ± seed std")
+    ax.axhline(0, color="#888888", lw=0.8)
+    for i, n in enumerate(names[1:]):
+      gains = [by[n][s][k] - by[names[0]][s][k] for s in sorted(set(by[n]) & set(by[names[0]]))
+               if by[n][s][k] is not None and by[names[0]][s][k] is not None]
+      if gains:
+        mean, std = _mean_std(gains)
+        ax.errorbar(i, mean, yerr=std or 0, fmt="s", color="#1f4e8c", capsize=4)
+        ax.scatter([i + 0.15] * len(gains), gains, color="#9bbbe0", s=14, zorder=3)
+    ax.set_xticks(range(len(names) - 1), names[1:], rotation=30, ha="right")
+    ax.set_title(f"{title}: gain over {names[0]}")
+  axes[0].legend(loc="best", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def compare(configurations: Sequence[Tuple[str, str, str]], output: str,
             other_data: bool = False) -> Dict[str, str]:
   """The finished cells of configurations from several experiment folders in one table, each
@@ -386,8 +415,10 @@ def compare(configurations: Sequence[Tuple[str, str, str]], output: str,
       raise ValueError(f"{name}: no finished cell labelled {label!r} in {folder}/cells (labels there: {have})")
   os.makedirs(output, exist_ok=True)
   paths = write_table(results, names, output, COMPARE, steps=[(names[0], name) for name in names[1:]])
+  paths["gains_plot"] = os.path.join(output, f"{COMPARE}_gains.png")
+  _plot_gains(results, names, paths["gains_plot"])
   with open(paths["markdown"], "a") as f:
-    f.write("\nCells:\n" + "".join(
+    f.write(f"\nGains per seed: {os.path.basename(paths['gains_plot'])}. Cells:\n" + "".join(
         f"- {name}: `{folder}` cells labelled `{label}` (data `{data_of[name][0][0]}`, "
         f"{data_of[name][0][1]} eval rows)\n" for name, folder, label in configurations))
   return paths

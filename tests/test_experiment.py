@@ -220,6 +220,7 @@ def test_compare_pairs_cells_of_two_folders_by_seed_against_the_first(tmp_path):
   assert "| base -> img | 2 | +0.0350 ± 0.0071 | +0.0350 ± 0.0071 | n/a | yes |" in md
   assert f"- img: `{b}` cells labelled `cscnn` (data `/data`, 100 eval rows)" in md
   assert "| base -> img |" in proc.stdout
+  assert os.path.getsize(os.path.join(out, "compare_gains.png")) > 0
 
 
 def test_compare_refuses_cells_of_other_data_and_names_them(tmp_path):
