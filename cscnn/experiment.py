@@ -140,6 +140,15 @@ def _other_code(result: Dict, code: str) -> str:
   return f" (run by code {old}; the code is now {code})" if old not in (None, code) else ""
 
 
+def finished_cells(output: str) -> List[Tuple[str, Dict]]:
+  """(path, result) of every finished cell in an experiment folder, in path order."""
+  cells = []
+  for path in sorted(glob.glob(os.path.join(output, "cells", "*", "result.json"))):
+    with open(path) as f:
+      cells.append((path, json.load(f)))
+  return cells
+
+
 def run_ablation(data: str, output: str, grid: str = "variants",
                  variants: Sequence[str] = choices.TABLE8_VARIANTS,
                  seeds: int = 3, run_args: Sequence[str] = (), log=print,
@@ -151,10 +160,7 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       cell = os.path.join(output, "cells", f"{label}_seed{seed}".replace("'", "").replace("=", ""))
       plan.append((label, seed, args, cell, [os.path.abspath(data), *args, *run_args]))
   # Every finished cell in OUTPUT, of this grid or another, read once.
-  on_disk = {}
-  for path in sorted(glob.glob(os.path.join(output, "cells", "*", "result.json"))):
-    with open(path) as f:
-      on_disk[os.path.dirname(path)] = json.load(f)
+  on_disk = {os.path.dirname(path): r for path, r in finished_cells(output)}
   kept = {}
   for label, seed, _, cell, cell_args in plan:   # every kept cell is checked before any cell runs
     if cell in on_disk:
@@ -240,6 +246,13 @@ def table_paths(output: str, grid: str) -> Dict[str, str]:
                                ("steps_csv", "_steps.csv"))}
 
 
+def paired_gains(results: List[Dict], a: str, b: str, metric: str) -> List[float]:
+  """B - A of `metric` for each seed both labels have a value of, in seed order."""
+  by_seed = {lab: {r["seed"]: r[metric] for r in results if r["label"] == lab} for lab in (a, b)}
+  return [by_seed[b][s] - by_seed[a][s] for s in sorted(set(by_seed[a]) & set(by_seed[b]))
+          if by_seed[a][s] is not None and by_seed[b][s] is not None]
+
+
 def step_rows(results: List[Dict], steps: Sequence[Tuple[str, str]]) -> List[Dict]:
   """Each step A -> B: the gain B - A paired by seed (mean and sample std over the seeds both
   have) for every metric, and whether the gain in mean AUC is larger than the seed std of both
@@ -250,9 +263,7 @@ def step_rows(results: List[Dict], steps: Sequence[Tuple[str, str]]) -> List[Dic
     seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
     row = {"step": f"{a} -> {b}", "seeds": len(seeds)}
     for k, _ in METRICS:
-      gain = _mean_std([by_seed[b][s][k] - by_seed[a][s][k] for s in seeds
-                        if by_seed[b][s][k] is not None and by_seed[a][s][k] is not None])
-      row[f"{k}_gain_mean"], row[f"{k}_gain_std"] = gain
+      row[f"{k}_gain_mean"], row[f"{k}_gain_std"] = _mean_std(paired_gains(results, a, b, k))
     (mean_a, std_a), (mean_b, std_b) = (_mean_std([r["auc"] for r in by_seed[lab].values()]) for lab in (a, b))
     row["auc_gain_beyond_std"] = (None if std_a is None or std_b is None
                                   else mean_b - mean_a > max(std_a, std_b))
@@ -266,15 +277,21 @@ def _format_gain(mean, std) -> str:
   return f"{mean:+.4f}" if std is None else f"{mean:+.4f} ± {std:.4f}"
 
 
+def _pyplot():
+  """matplotlib's pyplot on the file-only Agg backend (imported when a table is drawn)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
 def write_table(results: List[Dict], labels: Sequence[str], output: str,
                 grid: str = "variants", steps: Optional[Sequence[Tuple[str, str]]] = None) -> Dict[str, str]:
   """The grid's table (Markdown, CSV), its plot and, for grids with steps (`steps_for`, or the
   pairs given as `steps`), the gains paired by seed (below the Markdown table and in
   ``<grid>_steps.csv``; a steps CSV left by an earlier run of the same grid is removed when there
   are no steps now)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = _pyplot()
   extra = baseline_results(results)
   results = list(results) + extra
   labels = list(labels) + sorted({r["label"] for r in extra})
@@ -353,19 +370,15 @@ def _plot_gains(results: List[Dict], names: Sequence[str], path: str) -> None:
   """Each configuration's gain over the first, one panel per metric: every seed's paired gain
   (dots), their mean and std (bar), and the first configuration's seed std as a band around 0
   (a mean gain outside the band is larger than the reference's own spread)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  by = {n: {r["seed"]: r for r in results if r["label"] == n} for n in names}
+  plt = _pyplot()
   fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6))
   for ax, (k, title) in zip(axes, METRICS):
-    _, ref_std = _mean_std([r[k] for r in by[names[0]].values()])
+    _, ref_std = _mean_std([r[k] for r in results if r["label"] == names[0]])
     if ref_std:
       ax.axhspan(-ref_std, ref_std, color="#dddddd", label=f"{names[0]}: ± seed std")
     ax.axhline(0, color="#888888", lw=0.8)
     for i, n in enumerate(names[1:]):
-      gains = [by[n][s][k] - by[names[0]][s][k] for s in sorted(set(by[n]) & set(by[names[0]]))
-               if by[n][s][k] is not None and by[names[0]][s][k] is not None]
+      gains = paired_gains(results, names[0], n, k)
       if gains:
         mean, std = _mean_std(gains)
         ax.errorbar(i, mean, yerr=std or 0, fmt="s", color="#1f4e8c", capsize=4)
@@ -395,9 +408,7 @@ def compare(configurations: Sequence[Tuple[str, str, str]], output: str,
   results, data_of = [], {}
   for name, folder, label in configurations:
     found = []
-    for path in sorted(glob.glob(os.path.join(folder, "cells", "*", "result.json"))):
-      with open(path) as f:
-        r = json.load(f)
+    for path, r in finished_cells(folder):
       found.append(r["label"])
       if r["label"] != label:
         continue

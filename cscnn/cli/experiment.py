@@ -57,16 +57,16 @@ def _cmd_experiment_table4(args) -> int:
 
 
 def _cmd_experiment_compare(args) -> int:
-  from cscnn.experiment import COMPARE, compare, parse_configuration, table_paths
+  from cscnn.experiment import compare, parse_configuration
   try:
-    compare([parse_configuration(c) for c in args.configurations], args.output, args.other_data)
+    paths = compare([parse_configuration(c) for c in args.configurations], args.output, args.other_data)
   except ValueError as e:
     print(f"cscnn experiment compare: {e}", file=sys.stderr)
     return 1
-  paths = table_paths(args.output, COMPARE)
   with open(paths["markdown"]) as f:
     print(f.read())
-  print(f"table: {paths['markdown']}, {paths['csv']}, gains {paths['steps_csv']}; plot: {paths['plot']}")
+  print(f"table: {paths['markdown']}, {paths['csv']}, gains {paths['steps_csv']}; "
+        f"plots: {paths['plot']}, {paths['gains_plot']}")
   return 0
 
 
