@@ -43,6 +43,9 @@ from spec.names import CATEGORY_INPUT, IMAGE_INPUT
 WIDE_COLD_THRESHOLD = 20   # the wider cold slice (scripts/cold_slices.py reports 5, 10, 20, 40)
 METHODS = ("bpr-mf", "vbpr", "dvbpr", "cbam", "cscnn")
 LABELS = {"bpr-mf": "BPR-MF", "vbpr": "VBPR", "dvbpr": "DVBPR", "cbam": "CBAM", "cscnn": "CSCNN (ours)"}
+# Table 4's steps: the visual features, learning them end to end, attention, the category prior.
+STEPS = (("bpr-mf", "vbpr"), ("vbpr", "dvbpr"), ("bpr-mf", "dvbpr"), ("dvbpr", "cbam"), ("cbam", "cscnn"),
+         ("dvbpr", "cscnn"))
 TOWER = {"vbpr": "fixed", "dvbpr": "finetune", "cbam": "cbam", "cscnn": "cscnn"}   # models.visual variants
 # The paper's pair-wise results (appendix A, Table 9, the loss used here) on Amazon; CBAM is not
 # a Table 9 column (the paper's CBAM rows are Table 5's, point-wise).
@@ -395,9 +398,30 @@ def _mean_std(values) -> str:
   return _format_mean_std(*mean_std([None if v != v else v for v in values]))
 
 
+def _gain_lines(results: List[Dict]) -> List[str]:
+  """The steps of STEPS whose two methods both ran: B - A paired by seed, mean ± std."""
+  from cscnn.experiment import _format_gain, _mean_std as mean_std, paired_gains  # pylint: disable=import-outside-toplevel
+  labelled = [{**r, "label": r["method"]} for r in results]
+  have = {r["method"] for r in results}
+  lines = []
+  for a, b in STEPS:
+    if a not in have or b not in have:
+      continue
+    gains = {k: paired_gains(labelled, a, b, k) for k in ("auc", "cold_auc", "wide_cold_auc")}
+    cells = " | ".join(_format_gain(*mean_std([g for g in gains[k] if g == g])) for k in gains)
+    lines.append(f"| {LABELS[a]} -> {LABELS[b]} | {len(gains['auc'])} | {cells} | "
+                 f"{', '.join('%+.4f' % g for g in gains['auc'])} |")
+  if not lines:
+    return []
+  return ["", "Gains paired by seed (B - A, mean ± std over the seeds both have):", "",
+          f"| step | seeds | AUC gain | cold AUC gain | AUC gain, < {WIDE_COLD_THRESHOLD} positives | "
+          "AUC gain per seed |", "|---" * 6 + "|"] + lines
+
+
 def write_table(results: List[Dict], output: str) -> str:
-  """OUTPUT/table4.md (mean ± std over seeds, the paper's pair-wise Table 9 beside) and
-  OUTPUT/table4.csv (one line per run); returns the Markdown."""
+  """OUTPUT/table4.md (mean ± std over seeds, the paper's pair-wise Table 9 beside, then the
+  gains of Table 4's steps paired by seed) and OUTPUT/table4.csv (one line per run); returns
+  the Markdown."""
   methods = [m for m in METHODS if any(r["method"] == m for r in results)]
   by = {m: [r for r in results if r["method"] == m] for m in methods}
   lines = ["| method | seeds | AUC (mean ± std) | cold AUC (mean ± std) | cold users | "
@@ -410,7 +434,7 @@ def write_table(results: List[Dict], output: str) -> str:
                  f"{_mean_std([r['cold_auc'] for r in by[m]])} | {by[m][0]['cold_users']} | "
                  f"{_mean_std([r['wide_cold_auc'] for r in by[m]])} | {by[m][0]['wide_cold_users']} | "
                  f"{', '.join(str(r['best_epoch']) for r in by[m])} | " + " | ".join(paper) + " |")
-  text = "\n".join(lines) + "\n"
+  text = "\n".join(lines + _gain_lines(results)) + "\n"
   with open(os.path.join(output, "table4.md"), "w") as f:
     f.write(text)
   with open(os.path.join(output, "table4.csv"), "w", newline="") as f:

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import cscnn
-from cscnn.table4 import BPRConfig, Interactions, per_user_auc, read_interactions, run_table, sample_negatives
+from cscnn.table4 import (BPRConfig, Interactions, per_user_auc, read_interactions, run_table, sample_negatives,
+                          write_table)
 from spec.features import COLD_THRESHOLD
 
 COLOURS = {0: (220, 30, 30), 1: (30, 30, 220)}   # category 0: red posters, 1: blue
@@ -146,6 +147,20 @@ def test_table_and_cells_written_and_a_changed_configuration_refused(colour_tabl
   other = BPRConfig(**{**colour_table["cfg"].__dict__, "epochs": 2})
   with pytest.raises(ValueError, match="another configuration"):
     run_table(str(colour_table["root"]), str(out), ("bpr-mf",), 1, other, "scratch", log=lambda *_: None)
+
+
+def test_table_pairs_the_steps_gains_by_seed(tmp_path):
+  def cell(method, seed, auc, cold):
+    return {"method": method, "seed": seed, "auc": auc, "cold_auc": cold, "wide_cold_auc": auc - 0.2,
+            "best_epoch": 3, "users": 10, "cold_users": 2, "wide_cold_users": 4, "wall_time_s": 1.0}
+  # VBPR - BPR-MF per seed: +0.02, +0.04, and seed 2 has no VBPR cell, so it is left out.
+  # Cold: seed 0 has no cold user (NaN) and leaves its gain out; seed 1 gains 0.5 - 0.4.
+  results = [cell("bpr-mf", 0, 0.80, float("nan")), cell("bpr-mf", 1, 0.70, 0.4), cell("bpr-mf", 2, 0.9, 0.4),
+             cell("vbpr", 0, 0.82, 0.3), cell("vbpr", 1, 0.74, 0.5)]
+  text = write_table(results, str(tmp_path))
+  assert "| BPR-MF -> VBPR | 2 | +0.0300 ± 0.0141 | +0.1000 | +0.0300 ± 0.0141 | +0.0200, +0.0400 |" in text
+  assert "DVBPR" not in text.split("Gains paired")[1]      # a step needs both of its methods
+  assert (tmp_path / "table4.md").read_text() == text
 
 
 def test_vbpr_keeps_the_encoder_frozen_and_cscnn_trains_it():
