@@ -196,12 +196,22 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       cmd = [sys.executable, "-m", "cscnn", "pipeline", "run", "--data", data, "--output",
              os.path.join(output, "run"), "--cache", "--seed", str(seed), "--auc-floor", "0",
              "--json", *args, *run_args]
-      proc = subprocess.run(cmd, capture_output=True, text=True)
-      with open(os.path.join(cell, "log.txt"), "w") as f:
-        f.write(proc.stdout + "\n" + proc.stderr)
+      log_path = os.path.join(cell, "log.txt")
+      log(f"[{done}/{len(plan)}] {label} seed {seed}: running (its log, as it goes: {log_path})")
+      # The run's output goes to log.txt line by line as it comes (a killed grid keeps it);
+      # its stdout, which ends with the summary, is also kept here to be read.
+      out_lines = []
+      with open(log_path, "w") as f, subprocess.Popen(
+          cmd, stdout=subprocess.PIPE, stderr=f, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+        for line in proc.stdout:
+          f.write(line)
+          f.flush()
+          out_lines.append(line)
       if proc.returncode != 0:
-        raise RuntimeError(f"cell {label} seed {seed} failed (see {cell}/log.txt):\n{proc.stderr[-2000:]}")
-      text = proc.stdout
+        with open(log_path) as f:
+          tail = f.read()[-2000:]
+        raise RuntimeError(f"cell {label} seed {seed} failed (see {log_path}):\n{tail}")
+      text = "".join(out_lines)
       summary = json.loads(text[text.index("{\n"):])
       if "metrics" not in summary:
         raise RuntimeError(f"cell {label} seed {seed}: the run's summary has no evaluation metrics (states "

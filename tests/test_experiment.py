@@ -18,6 +18,11 @@ def test_ablation_runs_cells_once_and_writes_table(tmp_path, monkeypatch):
           "--seeds", "1", "--train-steps", "20", "--run-arg=--eval-steps=3"]
   first = cscnn(*args)
   assert "[2/2] cscnn seed 0: AUC" in first.stdout
+  # Each cell says it started and where its log is; the log holds the run's log and its summary.
+  log_path = os.path.join(out, "cells", "none_seed0", "log.txt")
+  assert f"[1/2] none seed 0: running (its log, as it goes: {log_path})" in first.stdout
+  cell_log = open(log_path).read()
+  assert "running TFX pipeline" in cell_log and '"metrics"' in cell_log
   assert "1 to train, about" in first.stdout and "0 to train, about 0 min" in first.stdout
   # The two cells shared one ExampleGen / Transform execution (TFX cache), not one each.
   transform_runs = os.listdir(os.path.join(out, "run", "pipeline", "Transform", "transform_graph"))
