@@ -359,10 +359,10 @@ GRAPH_STAGES = (("ParseExample", "tf.Example parsing"),
 _OP_EVENT = re.compile(r"^[\w./-]+:(\w+)$")      # "scope/name:OpType", as the TF profiler names ops
 
 
-def graph_op_times(fn, kwargs, calls: int = 50) -> Dict[str, float]:
-  """Milliseconds of op time per call of `fn(**kwargs)` by graph stage (GRAPH_STAGES), from a TF
-  profiler trace of `calls` calls: the time each op's kernel ran, summed over both executor
-  threads (ops of one call may overlap, so the sum can exceed the call's wall time)."""
+def traced_ops(fn, kwargs, calls: int) -> List[Tuple[str, str, float]]:
+  """(event name, op type, milliseconds per call) of every op kernel that ran in a TF profiler
+  trace of `calls` calls of `fn(**kwargs)`, over all executor threads; the function-call ops
+  (StatefulPartitionedCall, PartitionedCall) are left out, their ops are counted themselves."""
   import glob
   import tempfile
 
@@ -379,16 +379,24 @@ def graph_op_times(fn, kwargs, calls: int = 50) -> Dict[str, float]:
     space = xplane_pb2.XSpace()
     with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
       space.ParseFromString(f.read())
-  totals = {label: 0.0 for _, label in GRAPH_STAGES}
+  ops = []
   for plane in space.planes:
     for line in plane.lines:
       for event in line.events:
         name = plane.event_metadata[event.metadata_id].name
         op = _OP_EVENT.match(name)
-        if not op or op.group(1) in ("StatefulPartitionedCall", "PartitionedCall"):
-          continue                          # not an op, or a call whose ops are counted themselves
-        label = next(label for key, label in GRAPH_STAGES if key in name)
-        totals[label] += event.duration_ps / 1e9 / calls
+        if op and op.group(1) not in ("StatefulPartitionedCall", "PartitionedCall"):
+          ops.append((name, op.group(1), event.duration_ps / 1e9 / calls))
+  return ops
+
+
+def graph_op_times(fn, kwargs, calls: int = 50) -> Dict[str, float]:
+  """Milliseconds of op time per call of `fn(**kwargs)` by graph stage (GRAPH_STAGES), from a TF
+  profiler trace of `calls` calls: the time each op's kernel ran, summed over both executor
+  threads (ops of one call may overlap, so the sum can exceed the call's wall time)."""
+  totals = {label: 0.0 for _, label in GRAPH_STAGES}
+  for name, _, ms in traced_ops(fn, kwargs, calls):
+    totals[next(label for key, label in GRAPH_STAGES if key in name)] += ms
   return totals
 
 

@@ -9,42 +9,22 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
 import os
-import re
 import statistics
 import sys
-import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-_OP_EVENT = re.compile(r"^[\w./-]+:(\w+)$")      # "scope/name:OpType", as the TF profiler names ops
+
+from cscnn.bench import traced_ops  # noqa: E402
 
 
 def transform_op_times(fn, kwargs, calls: int) -> collections.Counter:
   """ms per call of each op type under the Transform layer's scope, from one profiler trace."""
-  import tensorflow as tf
-  from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-  with tempfile.TemporaryDirectory() as logdir:
-    tf.profiler.experimental.start(logdir)
-    try:
-      for _ in range(calls):
-        [v.numpy() for v in fn(**kwargs).values()]
-    finally:
-      tf.profiler.experimental.stop()
-    space = xplane_pb2.XSpace()
-    with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
-      space.ParseFromString(f.read())
   ops = collections.Counter()
-  for plane in space.planes:
-    for line in plane.lines:
-      for event in line.events:
-        name = plane.event_metadata[event.metadata_id].name
-        op = _OP_EVENT.match(name)
-        if op and "transform_features_layer" in name and op.group(1) not in ("StatefulPartitionedCall",
-                                                                              "PartitionedCall"):
-          ops[op.group(1)] += event.duration_ps / 1e9 / calls
+  for name, op, ms in traced_ops(fn, kwargs, calls):
+    if "transform_features_layer" in name:
+      ops[op] += ms
   return ops
 
 
