@@ -215,7 +215,7 @@ def run_ablation(data: str, output: str, grid: str = "variants",
       summary = json.loads(text[text.index("{\n"):])
       if "metrics" not in summary:
         raise RuntimeError(f"cell {label} seed {seed}: the run's summary has no evaluation metrics (states "
-                           f"{summary.get('components')}; see {cell}/log.txt)")
+                           f"{summary.get('components')}; see {log_path})")
       result = {**_cell_result(summary, label, seed, time.time() - t0), "args": cell_args,
                 "code_version": code}
       finished[(tuple(cell_args), seed)] = result
@@ -233,10 +233,15 @@ def run_ablation(data: str, output: str, grid: str = "variants",
   return results
 
 
+def _present(v) -> bool:
+  """A metric that exists: not None (not computed) and not NaN (a slice with no example)."""
+  return v is not None and v == v
+
+
 def _mean_std(values):
-  """Mean and sample std (n - 1) of the values that exist; the std is None for one value (one
-  seed says nothing about the spread, and printing 0 would claim it is none)."""
-  values = [v for v in values if v is not None]
+  """Mean and sample std (n - 1) of the values that exist (`_present`); the std is None for one
+  value (one seed says nothing about the spread, and printing 0 would claim it is none)."""
+  values = [v for v in values if _present(v)]
   if not values:
     return None, None
   return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
@@ -257,10 +262,10 @@ def table_paths(output: str, grid: str) -> Dict[str, str]:
 
 
 def paired_gains(results: List[Dict], a: str, b: str, metric: str) -> List[float]:
-  """B - A of `metric` for each seed both labels have a value of, in seed order."""
+  """B - A of `metric` for each seed both labels have a value of (`_present`), in seed order."""
   by_seed = {lab: {r["seed"]: r[metric] for r in results if r["label"] == lab} for lab in (a, b)}
   return [by_seed[b][s] - by_seed[a][s] for s in sorted(set(by_seed[a]) & set(by_seed[b]))
-          if by_seed[a][s] is not None and by_seed[b][s] is not None]
+          if _present(by_seed[a][s]) and _present(by_seed[b][s])]
 
 
 def step_rows(results: List[Dict], steps: Sequence[Tuple[str, str]]) -> List[Dict]:
@@ -346,13 +351,13 @@ def write_table(results: List[Dict], labels: Sequence[str], output: str,
   for ax, (k, name) in zip(axes, METRICS):
     x = range(len(labels))
     for i, label in enumerate(labels):
-      vals = [r[k] for r in by[label] if r[k] is not None]
+      vals = [r[k] for r in by[label] if _present(r[k])]
       if vals:
         ax.bar(i, statistics.fmean(vals), color="#9bbbe0")
         ax.scatter([i] * len(vals), vals, color="#1f4e8c", s=12, zorder=3)
     ax.set_xticks(list(x), labels, rotation=30, ha="right")
     ax.set_title(name)
-    lows = [r[k] for r in results if r[k] is not None]
+    lows = [r[k] for r in results if _present(r[k])]
     if lows:
       ax.set_ylim(min(lows) - 0.02, max(lows) + 0.02)
   fig.tight_layout()

@@ -395,7 +395,7 @@ def run_table(data: str, output: str, methods: Sequence[str] = METHODS, seeds: i
 def _mean_std(values) -> str:
   """As the ablation tables print it; NaN (no user in a slice) counts as missing."""
   from cscnn.experiment import _format_mean_std, _mean_std as mean_std  # pylint: disable=import-outside-toplevel
-  return _format_mean_std(*mean_std([None if v != v else v for v in values]))
+  return _format_mean_std(*mean_std(values))
 
 
 def _gain_lines(results: List[Dict]) -> List[str]:
@@ -408,7 +408,7 @@ def _gain_lines(results: List[Dict]) -> List[str]:
     if a not in have or b not in have:
       continue
     gains = {k: paired_gains(labelled, a, b, k) for k in ("auc", "cold_auc", "wide_cold_auc")}
-    cells = " | ".join(_format_gain(*mean_std([g for g in gains[k] if g == g])) for k in gains)
+    cells = " | ".join(_format_gain(*mean_std(gains[k])) for k in gains)
     lines.append(f"| {LABELS[a]} -> {LABELS[b]} | {len(gains['auc'])} | {cells} | "
                  f"{', '.join('%+.4f' % g for g in gains['auc'])} |")
   if not lines:

@@ -158,6 +158,7 @@ def test_table_pairs_the_steps_gains_by_seed(tmp_path):
   results = [cell("bpr-mf", 0, 0.80, float("nan")), cell("bpr-mf", 1, 0.70, 0.4), cell("bpr-mf", 2, 0.9, 0.4),
              cell("vbpr", 0, 0.82, 0.3), cell("vbpr", 1, 0.74, 0.5)]
   text = write_table(results, str(tmp_path))
+  assert "| BPR-MF | 3 | 0.8000 ± 0.1000 | 0.4000 ± 0.0000 |" in text    # its NaN cold AUC left out
   assert "| BPR-MF -> VBPR | 2 | +0.0300 ± 0.0141 | +0.1000 | +0.0300 ± 0.0141 | +0.0200, +0.0400 |" in text
   assert "DVBPR" not in text.split("Gains paired")[1]      # a step needs both of its methods
   assert (tmp_path / "table4.md").read_text() == text
